@@ -1,0 +1,57 @@
+"""meerbench: benchmark masked face recognition and masked-face restoration.
+
+The public API is small and lazy (``import meerbench`` does not import torch)::
+
+    import meerbench
+    result = meerbench.evaluate("fisherfaces", "synthmask")
+    print(result["metrics"]["verification"]["UMR-MP"]["accuracy"]["mean"])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from meerbench.models.base import FaceModel
+    from meerbench.protocol import Protocol
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    """A registered protocol by name, or a protocol YAML file by path."""
+    from meerbench.protocol import load_protocol as _load
+
+    return _load(name_or_path)
+
+
+def load_model(name: str, **kwargs: Any) -> FaceModel:
+    """A registered model by name (see ``meerbench list models``)."""
+    from meerbench.models import load_model as _load
+
+    return _load(name, **kwargs)
+
+
+def evaluate(model: str, protocol: str, **kwargs: Any) -> dict[str, Any]:
+    """Run ``model`` on ``protocol`` and return the Result as a dict (also written to disk)."""
+    from meerbench.engine.evaluate import evaluate as _evaluate
+
+    return _evaluate(model, protocol, **kwargs).to_dict()
+
+
+def list_models() -> list[str]:
+    from meerbench.registry import MODELS
+
+    return MODELS.names()
+
+
+def list_protocols() -> list[str]:
+    from meerbench.protocol import PROTOCOLS
+
+    return PROTOCOLS.names()
+
+
+def list_datasets() -> list[str]:
+    from meerbench.data.formats import DATASETS
+
+    return DATASETS.names()

@@ -1,0 +1,147 @@
+"""The ``meerbench`` command: run, list, report.
+
+User errors (unknown names, bad files, missing data, unwritable folders) print one paragraph on
+stderr and exit with status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meerbench.errors import MeerbenchError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MeerbenchError as exc:
+        print(f"meerbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("meerbench: interrupted; finished work is cached, rerun to resume.", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meerbench", description="Benchmark masked face recognition and restoration."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate a model on a protocol")
+    run.add_argument("--model", default="fisherfaces", help="registered model name")
+    run.add_argument("--protocol", default="synthmask", help="protocol name or YAML path")
+    run.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
+    run.add_argument("--out", default="results", help="folder for Result JSON and scores")
+    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="list registered models, protocols or dataset formats")
+    lst.add_argument("what", choices=("models", "protocols", "datasets"))
+    lst.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="Markdown tables from Result files")
+    rep.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
+    rep.set_defaults(func=cmd_report)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from meerbench.engine.evaluate import evaluate
+
+    result = evaluate(
+        args.model, args.protocol, data=args.data, out_dir=args.out, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+        progress=not args.no_progress,
+    )
+    print(summary_table(result.to_dict()))
+    print(f"\nResult: {Path(args.out) / (result.stem + '.json')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "protocols":
+        from meerbench.protocol import describe_protocols
+
+        rows = describe_protocols()
+    else:
+        registry = _registry(args.what)
+        rows = [(e.name, e.description) for e in registry.entries()]
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def _registry(what: str) -> Any:
+    if what == "models":
+        import meerbench.models  # noqa: F401 - registers the built-in models
+        from meerbench.registry import MODELS
+
+        return MODELS
+    from meerbench.data.formats import DATASETS
+
+    return DATASETS
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from meerbench.report.tables import verification_tables
+    from meerbench.results import read_result
+
+    files: list[Path] = []
+    for p in map(Path, args.paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.json")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise MeerbenchError(f"No such file or folder: {p}")
+    if not files:
+        raise MeerbenchError(f"No Result JSON files found in {', '.join(args.paths)}.")
+    print(verification_tables(read_result(f) for f in files), end="")
+    return 0
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """A compact plain-text table of the headline numbers of one Result."""
+    lines = [f"{result['model']['name']} on {result['protocol']['id']} "
+             f"v{result['protocol']['version']}"]
+    ver = result["metrics"].get("verification")
+    if ver:
+        targets = [t["target"] for t in next(iter(ver.values()))["tar_at_far"]]
+        head = f"{'condition':<9} {'acc %':>13} {'AUC':>7} {'EER %':>7} " + " ".join(
+            f"{'TAR@' + format(t, 'g'):>10}" for t in targets)
+        lines += [head, "-" * len(head)]
+        for cond, m in ver.items():
+            acc = m["accuracy"]
+            tars = " ".join(f"{100 * t['tar']:>10.2f}" for t in m["tar_at_far"])
+            lines.append(
+                f"{cond:<9} {100 * acc['mean']:>6.2f} ± {100 * acc['std']:<4.2f} "
+                f"{m['auc']['value']:>7.4f} {100 * m['eer']['value']:>7.2f} {tars}"
+            )
+    ident = result["metrics"].get("identification")
+    if ident:
+        dirs = ", ".join(f"DIR@FPIR={d['fpir_target']:g}: {100 * d['dir']:.2f}%"
+                         for d in ident["dir_at_fpir"])
+        ranks = ", ".join(f"rank-{k}: {100 * v:.2f}%" for k, v in ident["rank"].items())
+        lines.append(f"identification  {ranks}; {dirs}")
+    t = result["timings"]
+    cache = " (cache hit)" if t.get("embed_cache_hit") else ""
+    lines.append(f"timings  embed {t['embed']:.2f}s{cache}, total {t['total']:.2f}s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: image decoding, datasets, the SynthFace generator and the occluder renderer."""

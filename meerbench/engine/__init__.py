@@ -1,0 +1,1 @@
+"""Engine: batched, cached embedding and the Protocol x FaceModel -> Result evaluation."""

@@ -1,0 +1,151 @@
+"""Batched embedding: decode, preprocess per contract, forward, flip-fuse, normalise, cache.
+
+On CPU, convolutional models run channels_last under bf16 autocast (``precision="auto"``); the
+precision used is returned so the Result can record it. Work is cut into chunks that are saved
+atomically, so an interrupted run resumes from the last finished chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from meerbench.data.dataset import Sample
+from meerbench.data.images import read_rgb
+from meerbench.engine.cache import EmbeddingCache
+from meerbench.models.base import FaceModel
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class FileImages(torch.utils.data.Dataset):
+    """Decoded uint8 RGB images of samples, resized to ``frame`` when they differ."""
+
+    def __init__(self, samples: Sequence[Sample], frame: tuple[int, int]) -> None:
+        self.samples = samples
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = read_rgb(self.samples[index].path)
+        if image.shape[:2] != self.frame:
+            resized = Image.fromarray(image).resize(self.frame[::-1], Image.Resampling.BILINEAR)
+            image = np.asarray(resized)
+        return torch.from_numpy(np.ascontiguousarray(image))
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """Images already in memory as a uint8 (N, H, W, 3) tensor."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+@dataclass(frozen=True)
+class EmbedOutput:
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+    seconds: float
+    cache_hit: bool
+    precision: str
+    device: str
+
+
+def resolve_precision(model: FaceModel, device: torch.device, precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if not model.accelerate:
+        return "fp32"
+    return "bf16"
+
+
+def forward_batch(model: FaceModel, images: torch.Tensor, device: torch.device, precision: str
+                  ) -> torch.Tensor:
+    """One preprocessed, flip-fused, L2-normalised embedding batch (float32 on CPU)."""
+    x = model.cfg.preprocess(images.to(device, non_blocking=True))
+    if model.accelerate:
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        emb = model.forward(x).float()
+        if model.cfg.flip_fusion != "none":
+            flipped = model.forward(x.flip(3)).float()
+            emb = emb + flipped if model.cfg.flip_fusion == "sum" else torch.cat([emb, flipped], 1)
+    return torch.nn.functional.normalize(emb, dim=1).cpu()
+
+
+def embed(
+    model: FaceModel,
+    images: torch.utils.data.Dataset,
+    *,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    chunk_size: int = 2048,
+    progress: bool = True,
+) -> EmbedOutput:
+    """Embed every image of ``images`` in order; resume from ``cache`` chunks when present."""
+    device = torch.device(device)
+    precision = resolve_precision(model, device, precision)
+    start = time.perf_counter()
+    if cache is not None and (done := cache.load()) is not None:
+        return EmbedOutput(done, time.perf_counter() - start, True, precision, str(device))
+    model.to(device)
+    if model.accelerate and device.type == "cuda":
+        getattr(model, "net", torch.nn.Identity()).to(memory_format=torch.channels_last)
+    n = len(images)
+    chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
+    chunks: list[np.ndarray | None] = [
+        cache.load_chunk(c) if cache is not None else None for c in range(-(-n // chunk_size))
+    ]
+    todo = [c for c, arr in enumerate(chunks) if arr is None]
+    batches = [
+        list(range(b, min(b + batch_size, (c + 1) * chunk_size, n)))
+        for c in todo for b in range(c * chunk_size, min((c + 1) * chunk_size, n), batch_size)
+    ]
+    loader = DataLoader(images, batch_sampler=batches, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    bar = _progress(len(batches) and sum(len(b) for b in batches), progress, model.name)
+    pending: list[torch.Tensor] = []
+    for batch_indices, batch in zip(batches, loader):
+        pending.append(forward_batch(model, batch, device, precision))
+        bar.update(len(batch_indices))
+        end = batch_indices[-1] + 1
+        if end % chunk_size == 0 or end == n:
+            c = batch_indices[-1] // chunk_size
+            chunks[c] = torch.cat(pending).numpy()
+            pending = []
+            if cache is not None:
+                cache.save_chunk(c, chunks[c])
+    bar.close()
+    out = np.concatenate([c for c in chunks if c is not None]) if n else np.zeros((0, 0), np.float32)
+    if cache is not None:
+        cache.finish(out)
+    return EmbedOutput(out, time.perf_counter() - start, False, precision, str(device))
+
+
+def _progress(total: int, enabled: bool, name: str):  # noqa: ANN202 - tqdm type is private
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled or total == 0, unit="img", desc=f"embed {name}",
+                leave=False)

@@ -1,0 +1,186 @@
+"""Protocol x FaceModel -> Result: data, fitting, embedding, tasks, metrics, files."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from meerbench.data.dataset import Dataset, DatasetSpec
+from meerbench.data.formats import open_dataset
+from meerbench.engine.cache import EmbeddingCache
+from meerbench.engine.embed import FileImages, embed
+from meerbench.errors import ModelError
+from meerbench.io import atomic_open, ensure_writable_dir
+from meerbench.models import load_model
+from meerbench.models.base import FaceModel
+from meerbench.protocol import Protocol, build_gallery, build_pairs, load_protocol
+from meerbench.results import Result, provenance
+from meerbench.settings import default_device, home
+
+FRAME = (112, 112)
+
+
+def evaluate(
+    model: str | FaceModel,
+    protocol: str | Protocol,
+    *,
+    data: str | Path | None = None,
+    out_dir: str | Path | None = "results",
+    device: str | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    precision: str = "auto",
+    progress: bool = True,
+) -> Result:
+    """Evaluate ``model`` on every task of ``protocol``; write the Result when ``out_dir`` is set."""
+    t_start = time.perf_counter()
+    out = ensure_writable_dir(Path(out_dir)) if out_dir is not None else None
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    net = model if isinstance(model, FaceModel) else load_model(model)
+    dataset = open_dataset(proto.dataset, data)
+    pairs = build_pairs(proto.verification, dataset) if proto.verification else None
+    gallery = build_gallery(proto.identification, dataset) if proto.identification else None
+    timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
+
+    t = time.perf_counter()
+    fit_info = fit_if_needed(net, proto, data, progress)
+    timings["fit"] = time.perf_counter() - t
+
+    needed = np.unique(np.concatenate([
+        *([pairs.ref, pairs.probe] if pairs is not None else []),
+        *([gallery.gallery, gallery.probes] if gallery is not None else []),
+    ])).astype(np.int64)
+    keys = [dataset.samples[i].key for i in needed]
+    lists = {"verification": pairs.sha256 if pairs else None,
+             "identification": gallery.sha256 if gallery else None}
+    cache = EmbeddingCache(home(), {
+        "model": net.name, "weights_sha256": net.weights_hash(), "contract": net.cfg.digest(),
+        "protocol": proto.id, "protocol_version": proto.version, "lists": lists,
+        "manifest_sha256": dataset.manifest_hash(keys), "precision": precision,
+    })
+    device = device or default_device()
+    emb = embed(net, FileImages([dataset.samples[i] for i in needed], FRAME), cache=cache,
+                batch_size=batch_size, workers=workers, device=device, precision=precision,
+                progress=progress)
+    timings.update(embed=emb.seconds, embed_cache_hit=emb.cache_hit,
+                   images_per_second=len(needed) / emb.seconds if not emb.cache_hit else None)
+    row = np.full(len(dataset.samples), -1, dtype=np.int64)
+    row[needed] = np.arange(len(needed))
+
+    t = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    counts: dict[str, Any] = {"images": len(needed), "dataset_images": len(dataset.samples),
+                              "failures": 0}
+    stem = f"{net.name}__{proto.id}"
+    if pairs is not None:
+        scores = np.einsum("ij,ij->i", emb.embeddings[row[pairs.ref]],
+                           emb.embeddings[row[pairs.probe]]).astype(np.float64)
+        metrics["verification"] = verification_by_condition(proto, dataset, pairs, scores)
+        counts["pairs"] = {c: int((pairs.condition == c).sum()) for c in proto.verification.conditions}
+        if out is not None:
+            files["scores"] = write_pair_scores(out / f"{stem}.scores.csv", dataset, pairs, scores)
+    if gallery is not None:
+        metrics["identification"] = identification(proto, dataset, gallery, emb.embeddings, row)
+    if proto.restoration is not None:
+        metrics["restoration"] = {"skipped": f"{net.name} does not restore faces"}
+    timings["metrics"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+
+    result = Result(
+        model={**net.describe(), "fit": fit_info},
+        protocol={**proto.provenance(), "lists": lists, "dataset": dataset.name,
+                  "manifest_sha256": dataset.manifest_hash(keys)},
+        metrics=metrics, counts=counts, provenance=provenance(emb.device, emb.precision),
+        timings=timings, files=files,
+    )
+    if out is not None:
+        result.write(out)
+    return result
+
+
+def verification_by_condition(
+    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
+) -> dict[str, Any]:
+    from meerbench.metrics.verification import VerificationSettings, verification_report
+
+    settings = VerificationSettings.from_dict(proto.metrics["verification"])
+    identities = np.array([s.identity for s in dataset.samples])
+    groups = np.unique(identities, return_inverse=True)[1]
+    report = {}
+    for cond in proto.verification.conditions:
+        sel = pairs.condition == cond
+        report[cond] = verification_report(scores[sel], pairs.label[sel], pairs.fold[sel],
+                                           settings, groups=groups[pairs.probe[sel]])
+    return report
+
+
+def identification(
+    proto: Protocol, dataset: Dataset, gallery: Any, embeddings: np.ndarray, row: np.ndarray
+) -> dict[str, Any]:
+    from meerbench.metrics.identification import IdentificationSettings, identification_report
+
+    settings = IdentificationSettings.from_dict(proto.metrics["identification"])
+    ids = np.array([s.identity for s in dataset.samples])
+    return identification_report(
+        embeddings[row[gallery.probes]], ids[gallery.probes],
+        embeddings[row[gallery.gallery]], ids[gallery.gallery], settings,
+    )
+
+
+def write_pair_scores(path: Path, dataset: Dataset, pairs: Any, scores: np.ndarray) -> str:
+    """Per-pair scores, so every number can be recomputed without the model."""
+    keys = [s.key for s in dataset.samples]
+    ids = [s.identity for s in dataset.samples]
+    with atomic_open(path) as handle:
+        handle.write("ref,probe,ref_id,probe_id,label,score,fold,condition\n")
+        for r, p, lab, f, c, s in zip(pairs.ref.tolist(), pairs.probe.tolist(),
+                                      pairs.label.tolist(), pairs.fold.tolist(),
+                                      pairs.condition.tolist(), scores.tolist()):
+            handle.write(f"{keys[r]},{keys[p]},{ids[r]},{ids[p]},{lab},{s!r},{f},{c}\n")
+    return path.name
+
+
+def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) -> dict | None:
+    """Fit a model that needs training data on the protocol's ``train`` split (cached)."""
+    if not model.needs_fit:
+        return None
+    if proto.train is None:
+        raise ModelError(
+            f"Model {model.name} is fitted on training data, but protocol {proto.id} declares no "
+            "'train' dataset. Add a 'train:' section to the protocol or choose another model."
+        )
+    spec: DatasetSpec = proto.train
+    dataset = open_dataset(spec, None if spec.format == "synthface" else data)
+    key = hashlib.sha256(
+        f"{model.name}|{model.cfg.digest()}|{dataset.manifest_hash()}".encode()
+    ).hexdigest()[:32]
+    path = home() / "fits" / f"{model.name}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            model.load_state(dict(saved))
+        return {"train": spec.name, "images": len(dataset.samples), "cached": True}
+    x = _preprocessed(model, dataset, progress)
+    model.fit(x, np.array([s.identity for s in dataset.samples]))
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **model.state())
+    return {"train": spec.name, "images": len(dataset.samples), "cached": False}
+
+
+def _preprocessed(model: FaceModel, dataset: Dataset, progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    images = FileImages(dataset.samples, FRAME)
+    loader = torch.utils.data.DataLoader(images, batch_size=256)
+    with tqdm(total=len(images), disable=not progress, unit="img", desc=f"fit {model.name}",
+              leave=False) as bar:
+        parts = []
+        for batch in loader:
+            parts.append(model.cfg.preprocess(batch))
+            bar.update(len(batch))
+    return torch.cat(parts)

@@ -1,0 +1,58 @@
+"""Atomic file writes: a temp file in the target's folder, then ``os.replace``.
+
+An interrupted run leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from meerbench.errors import MeerbenchError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check it is writable, with a clear error if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MeerbenchError(f"Cannot create output directory {path}: {exc.strerror}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MeerbenchError(f"Output directory {path} is not writable; choose another with --out.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; on success rename it onto ``path``, else delete it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_open(path) as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False)
+        handle.write("\n")
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` atomically."""
+    with atomic_open(path) as handle:
+        handle.write(text)

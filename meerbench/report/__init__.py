@@ -1,0 +1,1 @@
+"""Reports: turn Result files into tables (and, later, plots and leaderboards)."""

@@ -1,0 +1,1 @@
+"""Built-in protocol definitions (YAML), shipped inside the wheel as ``meerbench.protocols``."""

@@ -1,0 +1,110 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from meerbench.data.dataset import Dataset, Sample
+from meerbench.errors import ProtocolError
+from meerbench.protocol import (
+    CONDITIONS,
+    VerificationTask,
+    build_gallery,
+    build_pairs,
+    load_protocol,
+    parse_protocol,
+)
+from meerbench.registry import PROTOCOLS
+from tests.conftest import TINY
+
+
+def fake_dataset(n_ids=40, unmasked=5, masked=5) -> Dataset:
+    samples = [
+        Sample(key=f"{i:03d}/{j:02d}.png", path=Path(f"/x/{i:03d}/{j:02d}.png"),
+               identity=f"id{i:03d}", masked=j >= unmasked)
+        for i in range(n_ids) for j in range(unmasked + masked)
+    ]
+    return Dataset("fake", Path("/x"), samples[::-1])
+
+
+def test_builtin_synthmask_protocols_are_registered_and_valid():
+    for name in ("synthmask", "synthmask-unseen", "synthmask-train"):
+        assert name in PROTOCOLS.names()
+        proto = load_protocol(name)
+        assert proto.id == name and proto.version >= 1 and len(proto.sha256) == 64
+    sm = load_protocol("synthmask")
+    assert sm.verification.pairs_per_fold * sm.verification.folds == 6000
+    assert sm.identification.gallery_identities == 250
+    assert sm.dataset.options["n_identities"] == 300
+
+
+def test_misspelt_field_names_file_field_and_suggestion(tmp_path):
+    bad = {**TINY, "tasks": {"verification": {"seed": 1, "fold": 2, "pairs_per_fold": 40}}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ProtocolError) as err:
+        load_protocol(str(path))
+    msg = str(err.value)
+    assert str(path) in msg and "tasks.verification.fold" in msg and "'folds'" in msg
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"version": "one"}, "version"),
+        ({"version": 0}, "version"),
+        ({"dataset": {"name": "x"}}, "dataset.format"),
+        ({"tasks": {}}, "tasks"),
+        ({"tasks": {"verification": {"seed": 1, "pairs_per_fold": 41}}}, "pairs_per_fold"),
+        ({"tasks": {"verification": {"seed": 1, "pairs_per_fold": 4, "conditions": ["X"]}}},
+         "conditions"),
+        ({"metrics": {"verification": {"far_targetz": [0.1]}}}, "metrics.verification"),
+    ],
+)
+def test_invalid_fields_are_named(patch, field):
+    with pytest.raises(ProtocolError, match=field.replace(".", r"\.")):
+        parse_protocol({**TINY, **patch}, "mem.yaml")
+
+
+def test_user_protocol_by_path(tiny_protocol):
+    assert load_protocol(str(tiny_protocol)).id == "tiny"
+
+
+def test_pairs_are_deterministic_balanced_and_fold_disjoint():
+    ds = fake_dataset()
+    task = VerificationTask(seed=3, folds=10, pairs_per_fold=20, conditions=tuple(CONDITIONS))
+    a, b = build_pairs(task, ds), build_pairs(task, fake_dataset())
+    assert a.sha256 == b.sha256
+    assert np.array_equal(a.ref, b.ref) and np.array_equal(a.probe, b.probe)
+    assert len(a.label) == 3 * 10 * 20 and a.label.sum() == len(a.label) // 2
+    ids = np.array([s.identity for s in ds.samples])
+    masked = np.array([s.masked for s in ds.samples])
+    for cond, (ref_m, probe_m) in CONDITIONS.items():
+        sel = a.condition == cond
+        assert (masked[a.ref[sel]] == ref_m).all() and (masked[a.probe[sel]] == probe_m).all()
+        same = ids[a.ref[sel]] == ids[a.probe[sel]]
+        assert np.array_equal(same, a.label[sel] == 1)
+    fold_of = {}
+    for r, p, f in zip(a.ref, a.probe, a.fold, strict=True):
+        for ident in (ids[r], ids[p]):
+            assert fold_of.setdefault(ident, f) == f
+    c = build_pairs(VerificationTask(4, 10, 20, tuple(CONDITIONS)), ds)
+    assert c.sha256 != a.sha256
+
+
+def test_too_few_images_for_pairs_is_a_clear_error():
+    task = VerificationTask(seed=3, folds=2, pairs_per_fold=2000, conditions=("UMR-UMP",))
+    with pytest.raises(ProtocolError, match="pairs_per_fold"):
+        build_pairs(task, fake_dataset(n_ids=10))
+
+
+def test_gallery_is_unmasked_and_nonmated_probes_exist():
+    proto = parse_protocol(TINY, "mem.yaml")
+    ds = fake_dataset(n_ids=20)
+    g = build_gallery(proto.identification, ds)
+    ids = np.array([s.identity for s in ds.samples])
+    assert len(g.gallery) == 15 and not any(ds.samples[i].masked for i in g.gallery)
+    assert all(ds.samples[i].masked for i in g.probes)
+    nonmated = set(ids[g.probes]) - set(ids[g.gallery])
+    assert len(nonmated) == 5
+    assert build_gallery(proto.identification, fake_dataset(n_ids=20)).sha256 == g.sha256
