@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    run.add_argument("--chunk-size", type=int, default=2048,
+                     help="images per cache chunk (the unit of resume and of torchrun sharding)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -64,8 +66,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = evaluate(
         args.model, args.protocol, data=args.data, out_dir=args.out, device=args.device,
         batch_size=args.batch_size, workers=args.workers, precision=args.precision,
-        progress=not args.no_progress,
+        chunk_size=args.chunk_size, progress=not args.no_progress,
     )
+    from meerbench.engine.distributed import world
+
+    if world()[0] != 0:  # under torchrun only rank 0 reports
+        return 0
     print(summary_table(result.to_dict()))
     print(f"\nResult: {Path(args.out) / (result.stem + '.json')}")
     return 0

@@ -2,7 +2,8 @@
 
 On CPU, convolutional models run channels_last under bf16 autocast (``precision="auto"``); the
 precision used is returned so the Result can record it. Work is cut into chunks that are saved
-atomically, so an interrupted run resumes from the last finished chunk.
+atomically, so an interrupted run resumes from the last finished chunk. Under torchrun each rank
+embeds every ``world``-th chunk and all ranks end with the full array (see ``distributed``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from meerbench.data.dataset import Sample
 from meerbench.data.images import read_rgb
 from meerbench.engine.cache import EmbeddingCache
+from meerbench.engine.distributed import gather_chunks, world
 from meerbench.models.base import FaceModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -115,31 +117,39 @@ def embed(
         getattr(model, "net", torch.nn.Identity()).to(memory_format=torch.channels_last)
     n = len(images)
     chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
-    chunks: list[np.ndarray | None] = [
-        cache.load_chunk(c) if cache is not None else None for c in range(-(-n // chunk_size))
-    ]
-    todo = [c for c, arr in enumerate(chunks) if arr is None]
+    n_chunks = -(-n // chunk_size)
+    rank, size = world()
+    done = {c: arr for c in range(n_chunks)
+            if cache is not None and (arr := cache.load_chunk(c)) is not None}
+    mine = [c for c in range(n_chunks) if c not in done and c % size == rank]
     batches = [
         list(range(b, min(b + batch_size, (c + 1) * chunk_size, n)))
-        for c in todo for b in range(c * chunk_size, min((c + 1) * chunk_size, n), batch_size)
+        for c in mine for b in range(c * chunk_size, min((c + 1) * chunk_size, n), batch_size)
     ]
     loader = DataLoader(images, batch_sampler=batches, num_workers=workers,
                         pin_memory=device.type == "cuda")
-    bar = _progress(len(batches) and sum(len(b) for b in batches), progress, model.name)
+    bar = _progress(sum(len(b) for b in batches), progress and rank == 0, model.name)
+    computed: dict[int, np.ndarray] = {}
     pending: list[torch.Tensor] = []
-    for batch_indices, batch in zip(batches, loader):
+    for batch_indices, batch in zip(batches, loader, strict=True):
         pending.append(forward_batch(model, batch, device, precision))
         bar.update(len(batch_indices))
         end = batch_indices[-1] + 1
         if end % chunk_size == 0 or end == n:
             c = batch_indices[-1] // chunk_size
-            chunks[c] = torch.cat(pending).numpy()
+            computed[c] = torch.cat(pending).numpy()
             pending = []
-            if cache is not None:
-                cache.save_chunk(c, chunks[c])
+            if cache is not None and size == 1:
+                cache.save_chunk(c, computed[c])
     bar.close()
-    out = np.concatenate([c for c in chunks if c is not None]) if n else np.zeros((0, 0), np.float32)
-    if cache is not None:
+    computed = gather_chunks(computed)
+    if cache is not None and size > 1 and rank == 0:
+        for c, arr in computed.items():
+            cache.save_chunk(c, arr)
+    done.update(computed)
+    out = (np.concatenate([done[c] for c in range(n_chunks)]) if n
+           else np.zeros((0, 0), np.float32))
+    if cache is not None and rank == 0:
         cache.finish(out)
     return EmbedOutput(out, time.perf_counter() - start, False, precision, str(device))
 

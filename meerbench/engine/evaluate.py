@@ -13,6 +13,7 @@ import torch
 from meerbench.data.dataset import Dataset, DatasetSpec
 from meerbench.data.formats import open_dataset
 from meerbench.engine.cache import EmbeddingCache
+from meerbench.engine.distributed import init_from_env, rank_zero_first
 from meerbench.engine.embed import FileImages, embed
 from meerbench.errors import ModelError
 from meerbench.io import atomic_open, ensure_writable_dir
@@ -35,20 +36,25 @@ def evaluate(
     batch_size: int = 64,
     workers: int = 0,
     precision: str = "auto",
+    chunk_size: int = 2048,
     progress: bool = True,
 ) -> Result:
     """Evaluate ``model`` on every task of ``protocol``; write the Result when ``out_dir`` is set."""
     t_start = time.perf_counter()
-    out = ensure_writable_dir(Path(out_dir)) if out_dir is not None else None
+    device = device or default_device()
+    rank, _ = init_from_env(device)
+    out = ensure_writable_dir(Path(out_dir)) if out_dir is not None and rank == 0 else None
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     net = model if isinstance(model, FaceModel) else load_model(model)
-    dataset = open_dataset(proto.dataset, data)
+    with rank_zero_first():  # rank 0 generates / prepares data into the cache once
+        dataset = open_dataset(proto.dataset, data)
     pairs = build_pairs(proto.verification, dataset) if proto.verification else None
     gallery = build_gallery(proto.identification, dataset) if proto.identification else None
     timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
 
     t = time.perf_counter()
-    fit_info = fit_if_needed(net, proto, data, progress)
+    with rank_zero_first():
+        fit_info = fit_if_needed(net, proto, data, progress)
     timings["fit"] = time.perf_counter() - t
 
     needed = np.unique(np.concatenate([
@@ -63,10 +69,9 @@ def evaluate(
         "protocol": proto.id, "protocol_version": proto.version, "lists": lists,
         "manifest_sha256": dataset.manifest_hash(keys), "precision": precision,
     })
-    device = device or default_device()
     emb = embed(net, FileImages([dataset.samples[i] for i in needed], FRAME), cache=cache,
                 batch_size=batch_size, workers=workers, device=device, precision=precision,
-                progress=progress)
+                chunk_size=chunk_size, progress=progress)
     timings.update(embed=emb.seconds, embed_cache_hit=emb.cache_hit,
                    images_per_second=len(needed) / emb.seconds if not emb.cache_hit else None)
     row = np.full(len(dataset.samples), -1, dtype=np.int64)
