@@ -35,6 +35,41 @@ DATASETS.add_lazy(
     "folder", "meerbench.data.formats.folder:FolderFormat",
     "Folder of identities: <root>/<identity>/*.jpg|png",
 )
+DATASETS.add_lazy(
+    "lfw", "meerbench.data.formats.lfw:LFWFormat",
+    "LFW: lfw/<name>/<name>_0001.jpg + View 2 pairs.txt (http://vis-www.cs.umass.edu/lfw/)",
+)
+DATASETS.add_lazy(
+    "mfr2", "meerbench.data.formats.mfr2:MFR2Format",
+    "MFR2: mfr2/<Name>/<Name>_0001.png, mfr2_labels.txt, pairs.txt (MaskTheFace repository)",
+)
+DATASETS.add_lazy(
+    "mlfw", "meerbench.data.formats.mlfw:MLFWFormat",
+    "MLFW masked CALFW: aligned/ + pairs.txt 'img1 img2 label' (http://whdeng.cn/mlfw)",
+)
+DATASETS.add_lazy(
+    "calfw", "meerbench.data.formats.calfw:CALFWFormat",
+    "CALFW: 'aligned images/' + pairs_CALFW.txt (http://www.whdeng.cn/CALFW/)",
+)
+DATASETS.add_lazy(
+    "cplfw", "meerbench.data.formats.calfw:CPLFWFormat",
+    "CPLFW: 'aligned images/' + pairs_CPLFW.txt (http://www.whdeng.cn/CPLFW/)",
+)
+DATASETS.add_lazy(
+    "rmfrd", "meerbench.data.formats.rmfrd:RMFRDFormat",
+    "RMFRD: AFDB_face_dataset/ + AFDB_masked_face_dataset/ (X-zhangyang/Real-World-Masked-Face-"
+    "Dataset on GitHub)",
+)
+DATASETS.add_lazy(
+    "smfrd", "meerbench.data.formats.smfrd:SMFRDFormat",
+    "SMFRD simulated masks on WebFace/LFW: <part>/<identity>/<image> (X-zhangyang/Real-World-"
+    "Masked-Face-Dataset on GitHub)",
+)
+DATASETS.add_lazy(
+    "insightface-bin", "meerbench.data.formats.insightface_bin:InsightfaceBinFormat",
+    "insightface verification .bin (lfw.bin, calfw.bin, ...; from the insightface training-set "
+    "archives), loaded without running pickled code",
+)
 
 
 def open_dataset(spec: DatasetSpec, data: str | Path | None = None) -> Dataset:

@@ -1,0 +1,165 @@
+"""LFW: ``lfw/<name>/<name>_%04d.jpg`` images and the View 2 ``pairs.txt``.
+
+The text helpers here (numbered token rows, line errors, contiguous folds) are shared by the
+readers of LFW-derived datasets (MFR2, MLFW, CALFW/CPLFW), whose pair files follow LFW's habits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from meerbench.data.dataset import Dataset, Pair, Sample
+from meerbench.data.formats.folder import IMAGE_SUFFIXES
+from meerbench.errors import DatasetError
+from meerbench.schema import Fields
+
+Row = tuple[int, list[str]]  # (1-based line number, whitespace-separated tokens)
+
+
+def line_error(path: Path, line: int, message: str) -> DatasetError:
+    return DatasetError(f"{path}, line {line}: {message}")
+
+
+def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """Stripped lines of a text file with 1-based numbers. CRLF, a BOM and trailing blank lines
+    are tolerated; a blank line before the end is an error (it would shift every later pair)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise DatasetError(f"{what} is empty: {path}")
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            raise line_error(path, number, "unexpected blank line")
+    return list(enumerate(lines, start=1))
+
+
+def read_rows(path: Path, what: str) -> list[Row]:
+    """``read_lines`` split into tokens at spaces or tabs."""
+    return [(number, line.split()) for number, line in read_lines(path, what)]
+
+
+def image_number(token: str, path: Path, line: int) -> int:
+    """An LFW-style image number (``4`` in ``name 1 4``): a positive integer."""
+    if not token.isdigit() or int(token) < 1:
+        raise line_error(path, line, f"expected a positive image number, got {token!r}")
+    return int(token)
+
+
+def contiguous_fold(i: int, n: int, folds: int = 10) -> int:
+    """Fold of the i-th of n ordered pairs when they are cut into ``folds`` contiguous blocks."""
+    return i * folds // n
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files in ``folder`` (not recursive), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class PairKeys:
+    """Turns LFW-style ``name, number`` references into sample keys, checking they exist."""
+
+    def __init__(
+        self, root: Path, images: Path, samples: list[Sample], pattern: str, source: str
+    ) -> None:
+        self.root, self.images, self.pattern, self.source = root, images, pattern, source
+        self.keys = {s.key for s in samples}
+        self.identities = {s.identity for s in samples}
+
+    def key(self, name: str, number: int, path: Path, line: int) -> str:
+        if name not in self.identities:
+            raise line_error(path, line, f"unknown identity {name!r} (not in {self.source})")
+        image = self.images / name / self.pattern.format(name=name, n=number)
+        key = image.relative_to(self.root).as_posix()
+        if key not in self.keys:
+            state = "not a sample of the dataset" if image.is_file() else "missing"
+            raise line_error(path, line, f"image {number} of {name!r} is {state}: {image}")
+        return key
+
+    def pair(self, tokens: list[str], path: Path, line: int, fold: int) -> Pair:
+        """``name n1 n2`` (genuine) or ``name1 n1 name2 n2`` (impostor) as a ``Pair``."""
+        if len(tokens) == 3:
+            name, a, b = tokens
+            return Pair(self.key(name, image_number(a, path, line), path, line),
+                        self.key(name, image_number(b, path, line), path, line), 1, fold)
+        if len(tokens) == 4:
+            name1, a, name2, b = tokens
+            if name1 == name2:
+                raise line_error(path, line, f"mismatched pair names one identity twice: {name1!r}")
+            return Pair(self.key(name1, image_number(a, path, line), path, line),
+                        self.key(name2, image_number(b, path, line), path, line), 0, fold)
+        raise line_error(
+            path, line, f"expected 'name n1 n2' or 'name1 n1 name2 n2', got {' '.join(tokens)!r}"
+        )
+
+
+class LFWFormat:
+    """Options: ``images`` (image folder, default ``lfw``) and ``pairs`` (default ``pairs.txt``).
+
+    The root may hold ``lfw/`` and ``pairs.txt``, or be the ``lfw`` folder itself (``pairs.txt``
+    then inside it or beside it). Fold k is the k-th set of the pairs file.
+    """
+
+    needs_root = True
+    about = (
+        "LFW is obtained from http://vis-www.cs.umass.edu/lfw/ (lfw.tgz and pairs.txt). "
+        "Expected layout: <root>/lfw/<name>/<name>_0001.jpg and <root>/pairs.txt "
+        "(header '10 300', then per set 300 matched and 300 mismatched lines)."
+    )
+
+    def read(self, root: Path | None, options: dict[str, Any], name: str) -> Dataset:
+        fields = Fields(options, f"dataset '{name}'", "dataset.options")
+        images_name = fields.get("images", str, "lfw")
+        pairs_name = fields.get("pairs", str, "pairs.txt")
+        fields.finish()
+        assert root is not None
+        images = root / images_name if (root / images_name).is_dir() else root
+        candidates = [root / pairs_name] + ([root.parent / pairs_name] if images == root else [])
+        pairs_path = next((p for p in candidates if p.is_file()), candidates[0])
+        samples = [Sample(key=p.relative_to(root).as_posix(), path=p, identity=p.parent.name)
+                   for p in sorted(images.glob("*/*.jpg")) if p.is_file()]
+        if not samples:
+            raise DatasetError(f"No LFW images found under {images}. {self.about}")
+        keys = PairKeys(root, images, samples, "{name}_{n:04d}.jpg", f"the folders of {images}")
+        pairs, sets, per_set = _view2_pairs(pairs_path, keys)
+        return Dataset(name, root, samples, pairs, info={
+            "format": "lfw", "pairs_file": str(pairs_path), "sets": sets,
+            "pairs_per_set": 2 * per_set, "fold_rule": "fold k = set k of the pairs file",
+        })
+
+
+def _view2_pairs(path: Path, keys: PairKeys) -> tuple[list[Pair], int, int]:
+    """Pairs of a View-2 file, checked against its ``sets per_set`` header."""
+    rows = read_rows(path, "LFW pairs file")
+    line, header = rows[0]
+    if len(header) != 2 or not all(t.isdigit() and int(t) > 0 for t in header):
+        raise line_error(path, line, f"expected the header 'sets pairs_per_set' (e.g. '10 300'), "
+                                     f"got {' '.join(header)!r}")
+    sets, per_set = int(header[0]), int(header[1])
+    expected = 2 * sets * per_set
+    body = rows[1:]
+    if len(body) < expected:
+        raise DatasetError(
+            f"{path}: the header promises {sets} sets of {per_set} matched and {per_set} "
+            f"mismatched pairs ({expected} lines) but the file ends after {len(body)} pair lines"
+        )
+    if len(body) > expected:
+        raise line_error(path, body[expected][0], f"more pair lines than the {expected} "
+                                                  f"the header ({sets} x 2 x {per_set}) promises")
+    pairs = []
+    for i, (line, tokens) in enumerate(body):
+        fold, j = divmod(i, 2 * per_set)
+        want = 3 if j < per_set else 4
+        if len(tokens) != want:
+            kind = "matched pair 'name n1 n2'" if want == 3 else "mismatched 'name1 n1 name2 n2'"
+            where = f"set {fold + 1}, pair {j % per_set + 1} of {per_set}"
+            raise line_error(path, line, f"expected a {kind} ({where}), got {' '.join(tokens)!r}")
+        pairs.append(keys.pair(tokens, path, line, fold))
+    return pairs, sets, per_set
