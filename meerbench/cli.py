@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=("models", "protocols", "datasets"))
     lst.set_defaults(func=cmd_list)
 
+    met = sub.add_parser("metrics", help="verification metrics of any score file (CSV or bob 4-col)")
+    met.add_argument("--scores", required=True, help="CSV with header score,label[,...] or bob "
+                     "4-column 'ref_subject probe_subject probe_key score'")
+    met.add_argument("--json", action="store_true", help="print the full result as JSON")
+    met.add_argument("--accuracy-rule", default="insightface", choices=("insightface", "exact"))
+    met.add_argument("--tar-rule", default="floor", choices=("floor", "nearest", "interp"))
+    met.add_argument("--eer-rule", default="min_gap", choices=("min_gap", "interp"))
+    met.add_argument("--far", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4],
+                     help="FAR targets for TAR@FAR")
+    met.add_argument("--folds", type=int, default=10,
+                     help="contiguous folds for k-fold accuracy when the file has no fold column")
+    met.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds (0: no CIs)")
+    met.add_argument("--seed", type=int, default=0)
+    met.set_defaults(func=cmd_metrics)
+
     rep = sub.add_parser("report", help="Markdown tables from Result files")
     rep.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
     rep.set_defaults(func=cmd_report)
@@ -102,6 +117,38 @@ def _registry(what: str) -> Any:
     return DATASETS
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from meerbench.metrics.scorefiles import load_scores
+    from meerbench.metrics.verification import VerificationSettings, verification_report
+
+    table = load_scores(args.scores)
+    settings = VerificationSettings.from_dict({
+        "accuracy_rule": args.accuracy_rule, "far_targets": args.far, "tar_rule": args.tar_rule,
+        "eer_rule": args.eer_rule, "bootstrap": args.bootstrap, "seed": args.seed})
+    n = len(table.scores)
+    folds = table.folds if table.folds is not None else np.arange(n) * args.folds // n
+    groups = None if table.probe_ids is None else np.unique(table.probe_ids, return_inverse=True)[1]
+    conditions = table.conditions if table.conditions is not None else np.full(n, "all", object)
+    report = {}
+    for cond in dict.fromkeys(conditions.tolist()):
+        sel = conditions == cond
+        report[cond] = verification_report(table.scores[sel], table.labels[sel], folds[sel],
+                                           settings, None if groups is None else groups[sel])
+    result = {"scores": str(args.scores), "settings": settings.to_dict(),
+              "verification": report}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summary_table({"model": {"name": Path(args.scores).name},
+                             "protocol": {"id": "score file", "version": "-"},
+                             "metrics": {"verification": report}}))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from meerbench.report.tables import verification_tables
     from meerbench.results import read_result
@@ -143,9 +190,9 @@ def summary_table(result: dict[str, Any]) -> str:
                          for d in ident["dir_at_fpir"])
         ranks = ", ".join(f"rank-{k}: {100 * v:.2f}%" for k, v in ident["rank"].items())
         lines.append(f"identification  {ranks}; {dirs}")
-    t = result["timings"]
-    cache = " (cache hit)" if t.get("embed_cache_hit") else ""
-    lines.append(f"timings  embed {t['embed']:.2f}s{cache}, total {t['total']:.2f}s")
+    if t := result.get("timings"):
+        cache = " (cache hit)" if t.get("embed_cache_hit") else ""
+        lines.append(f"timings  embed {t['embed']:.2f}s{cache}, total {t['total']:.2f}s")
     return "\n".join(lines)
 
 

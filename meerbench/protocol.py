@@ -33,10 +33,18 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class VerificationTask:
+    """``pairs``: ``generated`` (seeded, below) or ``official`` (the dataset's own list).
+
+    ``allow_fewer`` lets a generated fold use every genuine pair there is when the data has fewer
+    than ``pairs_per_fold / 2`` (real datasets of unknown size); impostors match the genuine count.
+    """
+
     seed: int
     folds: int
     pairs_per_fold: int
     conditions: tuple[str, ...]
+    pairs: str = "generated"
+    allow_fewer: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,15 @@ class IdentificationTask:
     gallery_identities: int
     gallery_per_identity: int
     probes_masked: bool
+
+
+@dataclass(frozen=True)
+class SyntheticMasking:
+    """Occluders rendered onto a real dataset's unmasked faces (reproducible from seed and key)."""
+
+    seed: int
+    families: tuple[str, ...]
+    landmarks: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class Protocol:
     citation: str
     dataset: DatasetSpec
     aligned: bool
+    aligner: str
+    masking: SyntheticMasking | None
     train: DatasetSpec | None
     verification: VerificationTask | None
     identification: IdentificationTask | None
@@ -110,9 +129,11 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     dataset = _dataset_spec(top.sub("dataset"), pid)
 
     pre = top.sub("preprocessing", {})
-    aligned = pre.get("aligned", bool, True) if pre else True
-    if pre:
-        pre.finish()
+    aligned = pre.get("aligned", bool, True)
+    aligner = pre.get("aligner", str, "dlib")
+    pre.finish()
+    masking_fields = top.sub("masking", None)
+    masking = _masking(masking_fields) if masking_fields else None
 
     train_fields = top.sub("train", None)
     train = _dataset_spec(train_fields, f"{pid}-train") if train_fields else None
@@ -124,9 +145,14 @@ def parse_protocol(data: Any, source: str) -> Protocol:
         for c in conditions:
             if c not in CONDITIONS:
                 raise v.error("conditions", f"a list drawn from {', '.join(CONDITIONS)}, got {c!r}")
-        verification = VerificationTask(
-            seed=v.get("seed", int), folds=v.positive_int("folds", 10),
-            pairs_per_fold=v.positive_int("pairs_per_fold"), conditions=conditions,
+        source_kind = v.choice("pairs", ("generated", "official"), "generated")
+        official = source_kind == "official"
+        verification = VerificationTask(  # official lists bring their own pairs and folds
+            seed=0 if official else v.get("seed", int),
+            folds=0 if official else v.positive_int("folds", 10),
+            pairs_per_fold=0 if official else v.positive_int("pairs_per_fold"),
+            conditions=conditions, pairs=source_kind,
+            allow_fewer=False if official else v.get("allow_fewer", bool, False),
         )
         if verification.pairs_per_fold % 2:
             raise v.error("pairs_per_fold", "an even number (half genuine, half impostor)")
@@ -154,10 +180,25 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     canonical = yaml.safe_dump(data, sort_keys=True).encode()
     return Protocol(
         id=pid, version=version, description=description, citation=citation, dataset=dataset,
-        aligned=aligned, train=train, verification=verification, identification=identification,
+        aligned=aligned, aligner=aligner, masking=masking, train=train, verification=verification, identification=identification,
         restoration=restoration, metrics=metrics, source=source,
         sha256=hashlib.sha256(canonical).hexdigest(), raw=dict(data),
     )
+
+
+def _masking(fields: Fields) -> SyntheticMasking:
+    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
+
+    named = {"seen": tuple(SEEN_FAMILIES), "unseen": tuple(UNSEEN_FAMILIES)}
+    raw = fields.get("families", (str, list), "seen")
+    families = named.get(raw) if isinstance(raw, str) else tuple(raw)
+    known = named["seen"] + named["unseen"]
+    if not families or any(f not in known for f in families):
+        raise fields.error("families", f"'seen', 'unseen' or a list drawn from {', '.join(known)}")
+    spec = SyntheticMasking(fields.get("seed", int), families,
+                            fields.choice("landmarks", ("auto", "template", "dlib68"), "auto"))
+    fields.finish()
+    return spec
 
 
 def _dataset_spec(fields: Fields, default_name: str) -> DatasetSpec:
@@ -232,6 +273,56 @@ def _list_hash(lines: list[str]) -> str:
 
 
 def build_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
+    """The verification pairs of ``task``: the dataset's official list or a generated one."""
+    if task.pairs == "official":
+        return _official_pairs(task, dataset)
+    return _generated_pairs(task, dataset)
+
+
+def _twin_links(dataset: Dataset) -> set[tuple[int, int]]:
+    """(unmasked, masked) index pairs of a masked image and its own unmasked twin: never a pair."""
+    by_path = {s.path: i for i, s in enumerate(dataset.samples)}
+    return {(by_path[s.twin], i) for i, s in enumerate(dataset.samples)
+            if s.twin is not None and s.twin in by_path}
+
+
+def _official_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
+    """Official pairs, per condition.
+
+    With synthetic masking (masked twins of every image exist) each official pair appears in
+    every condition, its images swapped for their masked twins as the condition says. Otherwise
+    each pair belongs to the condition its own images' masked flags give (a masked reference with
+    an unmasked probe is swapped into UMR-MP) and only the protocol's conditions are kept.
+    """
+    if not dataset.pairs:
+        raise ProtocolError(f"Dataset {dataset.name} has no official pair list; use pairs: generated.")
+    masked_of = {u: m for u, m in _twin_links(dataset)}
+    masked = [s.masked for s in dataset.samples]
+    by_state = {state: name for name, state in CONDITIONS.items()}
+    rows: list[tuple[int, int, int, int, int]] = []
+    for pair in dataset.pairs:
+        r, p = dataset.index(pair.ref), dataset.index(pair.probe)
+        if masked_of:
+            for c_index, cond in enumerate(task.conditions):
+                ref_m, probe_m = CONDITIONS[cond]
+                rr = masked_of[r] if ref_m else r
+                pp = masked_of[p] if probe_m else p
+                rows.append((rr, pp, pair.label, pair.fold, c_index))
+            continue
+        if masked[r] and not masked[p]:
+            r, p = p, r
+        cond = by_state[(masked[r], masked[p])]
+        if cond in task.conditions:
+            rows.append((r, p, pair.label, pair.fold, task.conditions.index(cond)))
+    if not rows:
+        raise ProtocolError(
+            f"No official pair of {dataset.name} falls in conditions {', '.join(task.conditions)}."
+        )
+    rows.sort(key=lambda row: row[4])
+    return _pair_list(np.asarray(rows, dtype=np.int64), task, dataset)
+
+
+def _generated_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
     """Balanced genuine/impostor pairs per condition in folds with identities disjoint across folds.
 
     Deterministic from ``task.seed`` and the sorted sample list: identities are shuffled once and
@@ -249,18 +340,23 @@ def build_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
     for idx, s in enumerate(dataset.samples):
         by_id_state.setdefault((s.identity, s.masked), []).append(idx)
 
-    half = task.pairs_per_fold // 2
+    links = _twin_links(dataset)
     blocks: list[np.ndarray] = []
     for c_index, cond in enumerate(task.conditions):
         ref_masked, probe_masked = CONDITIONS[cond]
         for fold, ids in enumerate(fold_ids):
             rng = np.random.default_rng([task.seed, 1 + c_index, fold])
-            genuine = _genuine_candidates(ids, by_id_state, ref_masked, probe_masked)
+            genuine = [g for g in _genuine_candidates(ids, by_id_state, ref_masked, probe_masked)
+                       if g not in links and g[::-1] not in links]
+            half = task.pairs_per_fold // 2
             if len(genuine) < half:
-                raise ProtocolError(
-                    f"Dataset {dataset.name}, condition {cond}, fold {fold}: only {len(genuine)} "
-                    f"genuine pairs possible, {half} needed; lower tasks.verification.pairs_per_fold."
-                )
+                if not task.allow_fewer or not genuine:
+                    raise ProtocolError(
+                        f"Dataset {dataset.name}, condition {cond}, fold {fold}: only "
+                        f"{len(genuine)} genuine pairs possible, {half} needed; lower "
+                        "tasks.verification.pairs_per_fold (or set allow_fewer: true)."
+                    )
+                half = len(genuine)
             pick = np.sort(rng.choice(len(genuine), size=half, replace=False))
             gen = np.asarray(genuine, dtype=np.int64)[pick]
             imp = _impostor_pairs(ids, by_id_state, ref_masked, probe_masked, half, rng)
@@ -270,7 +366,11 @@ def build_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
                 np.full(2 * half, fold), np.full(2 * half, c_index),
             ])
             blocks.append(np.column_stack([rows, meta]))
-    table = np.concatenate(blocks)
+    return _pair_list(np.concatenate(blocks), task, dataset)
+
+
+def _pair_list(table: np.ndarray, task: VerificationTask, dataset: Dataset) -> PairList:
+    """Columns ref, probe, label, fold, condition index -> PairList with its sha256."""
     keys = [s.key for s in dataset.samples]
     lines = [
         f"{task.conditions[c]}\t{f}\t{keys[r]}\t{keys[p]}\t{lab}" for r, p, lab, f, c in table.tolist()

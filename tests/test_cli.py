@@ -148,3 +148,26 @@ def test_main_job_on_synthmask_from_the_console_script(tmp_path):
     again = json.loads((tmp_path / "results" / "fisherfaces__synthmask.json").read_text())
     assert second.returncode == 0 and again["timings"]["embed_cache_hit"]
     assert again["metrics"] == result["metrics"]
+
+
+def test_metrics_cli_recomputes_a_run_from_its_score_file(capsys, tiny_protocol, tmp_path):
+    out_dir = tmp_path / "results"
+    assert main(["run", "--model", "pixels", "--protocol", str(tiny_protocol), "--out",
+                 str(out_dir), "--no-progress"]) == 0
+    capsys.readouterr()
+    result = json.loads((out_dir / "pixels__tiny.json").read_text())
+    code, out, _ = run_cli(capsys, "metrics", "--scores", str(out_dir / "pixels__tiny.scores.csv"),
+                           "--json", "--far", "0.1", "0.01", "--bootstrap", "50")
+    assert code == 0
+    assert json.loads(out)["verification"] == result["metrics"]["verification"]
+    code, out, _ = run_cli(capsys, "metrics", "--scores", str(out_dir / "pixels__tiny.scores.csv"))
+    assert code == 0 and "UMR-MP" in out and "TAR@0.001" in out
+
+
+def test_metrics_cli_bad_score_files(capsys, tmp_path):
+    nan = tmp_path / "nan.csv"
+    nan.write_text("score,label\n0.5,1\nnan,0\n0.1,0\n")
+    expect_error(capsys, "metrics", "--scores", str(nan), match="nan.csv:3: score")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("alice alice k1 0.9\nbob alice k2 oops\n")
+    expect_error(capsys, "metrics", "--scores", str(bad), match="line 2")

@@ -15,7 +15,7 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
     except FileNotFoundError:
         raise DatasetError(f"Image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -47,7 +47,7 @@ def evaluate(
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     net = model if isinstance(model, FaceModel) else load_model(model)
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once
-        dataset = open_dataset(proto.dataset, data)
+        dataset, preparation = prepare_dataset(proto, data, progress)
     pairs = build_pairs(proto.verification, dataset) if proto.verification else None
     gallery = build_gallery(proto.identification, dataset) if proto.identification else None
     timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
@@ -81,7 +81,8 @@ def evaluate(
     metrics: dict[str, Any] = {}
     files: dict[str, str] = {}
     counts: dict[str, Any] = {"images": len(needed), "dataset_images": len(dataset.samples),
-                              "failures": 0}
+                              "failures": preparation.get("alignment", {}).get(
+                                  "fallback_centre_crop", 0)}
     stem = f"{net.name}__{proto.id}"
     if pairs is not None:
         scores = np.einsum("ij,ij->i", emb.embeddings[row[pairs.ref]],
@@ -100,13 +101,39 @@ def evaluate(
     result = Result(
         model={**net.describe(), "fit": fit_info},
         protocol={**proto.provenance(), "lists": lists, "dataset": dataset.name,
-                  "manifest_sha256": dataset.manifest_hash(keys)},
+                  "manifest_sha256": dataset.manifest_hash(keys), "preparation": preparation},
         metrics=metrics, counts=counts, provenance=provenance(emb.device, emb.precision),
         timings=timings, files=files,
     )
     if out is not None:
         result.write(out)
     return result
+
+
+def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset, dict[str, Any]]:
+    """Read the protocol's dataset, align it when it is not aligned, add synthetic masks."""
+    dataset = open_dataset(proto.dataset, data)
+    info: dict[str, Any] = {"dataset_info": _jsonable(dataset.info)}
+    if not proto.aligned:
+        from meerbench.data.align import align_dataset
+
+        dataset, info["alignment"] = align_dataset(dataset, proto.aligner, progress=progress)
+    if proto.masking is not None:
+        from meerbench.data.masking import MaskingSpec, mask_dataset
+
+        m = proto.masking
+        spec = MaskingSpec(seed=m.seed, families=m.families, landmarks=m.landmarks)
+        dataset, info["masking"] = mask_dataset(dataset, spec, progress=progress)
+    return dataset, _jsonable(info)
+
+
+def _jsonable(value: Any) -> Any:
+    """Paths and tuples in info dicts, as JSON can hold them."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def verification_by_condition(
@@ -140,14 +167,13 @@ def identification(
 
 def write_pair_scores(path: Path, dataset: Dataset, pairs: Any, scores: np.ndarray) -> str:
     """Per-pair scores, so every number can be recomputed without the model."""
-    keys = [s.key for s in dataset.samples]
-    ids = [s.identity for s in dataset.samples]
-    with atomic_open(path) as handle:
-        handle.write("ref,probe,ref_id,probe_id,label,score,fold,condition\n")
-        for r, p, lab, f, c, s in zip(pairs.ref.tolist(), pairs.probe.tolist(),
-                                      pairs.label.tolist(), pairs.fold.tolist(),
-                                      pairs.condition.tolist(), scores.tolist()):
-            handle.write(f"{keys[r]},{keys[p]},{ids[r]},{ids[p]},{lab},{s!r},{f},{c}\n")
+    from meerbench.metrics.scorefiles import write_scores_csv
+
+    keys = np.array([s.key for s in dataset.samples], dtype=object)
+    ids = np.array([s.identity for s in dataset.samples], dtype=object)
+    write_scores_csv(path, scores, pairs.label, refs=keys[pairs.ref], probes=keys[pairs.probe],
+                     ref_ids=ids[pairs.ref], probe_ids=ids[pairs.probe], folds=pairs.fold,
+                     conditions=pairs.condition)
     return path.name
 
 

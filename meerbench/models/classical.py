@@ -7,6 +7,7 @@ protocol's training split (``train`` in the protocol); their fitted state is has
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import scipy.linalg
@@ -50,6 +51,7 @@ class ProjectionModel(FaceModel):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.mean, self.basis = state["mean"], state["basis"]
+        self.cfg = replace(self.cfg, embedding_dim=self.basis.shape[1])
 
     def weights_hash(self) -> str:
         digest = hashlib.sha256(self.name.encode())
@@ -77,7 +79,8 @@ class EigenfacesModel(ProjectionModel):
         self.components = components
 
     def fit(self, x: torch.Tensor, identities: np.ndarray) -> None:
-        self.mean, self.basis, _ = _pca(x.flatten(1).double().numpy(), self.components)
+        mean, basis, _ = _pca(x.flatten(1).double().numpy(), self.components)
+        self.load_state({"mean": mean, "basis": basis})
 
 
 class FisherfacesModel(ProjectionModel):
@@ -104,5 +107,4 @@ class FisherfacesModel(ProjectionModel):
         k = min(self.lda_max, len(classes) - 1)
         lda = vectors[:, np.argsort(values)[::-1][:k]]
         lda *= np.sign(lda[np.argmax(np.abs(lda), axis=0), np.arange(k)])
-        self.mean, self.basis = mean, pca_basis @ lda
-        self.cfg = FaceModelCfg(embedding_dim=k, **GREY_56)
+        self.load_state({"mean": mean, "basis": pca_basis @ lda})
