@@ -170,4 +170,4 @@ def test_metrics_cli_bad_score_files(capsys, tmp_path):
     expect_error(capsys, "metrics", "--scores", str(nan), match="nan.csv:3: score")
     bad = tmp_path / "bad.txt"
     bad.write_text("alice alice k1 0.9\nbob alice k2 oops\n")
-    expect_error(capsys, "metrics", "--scores", str(bad), match="line 2")
+    expect_error(capsys, "metrics", "--scores", str(bad), match="bad.txt:2: score")
