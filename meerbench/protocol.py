@@ -49,9 +49,13 @@ class VerificationTask:
 
 @dataclass(frozen=True)
 class IdentificationTask:
+    """Enrol ``gallery_identities`` identities (or ``gallery_fraction`` of the enrollable ones)."""
+
     seed: int
-    gallery_identities: int
+    gallery_identities: int | None
+    gallery_fraction: float | None
     gallery_per_identity: int
+    gallery_masked: bool
     probes_masked: bool
 
 
@@ -159,10 +163,18 @@ def parse_protocol(data: Any, source: str) -> Protocol:
         v.finish()
     if i := tasks.sub("identification", None):
         identification = IdentificationTask(
-            seed=i.get("seed", int), gallery_identities=i.positive_int("gallery_identities"),
+            seed=i.get("seed", int), gallery_identities=i.positive_int("gallery_identities", None),
+            gallery_fraction=i.get("gallery_fraction", float, None),
             gallery_per_identity=i.positive_int("gallery_per_identity", 1),
+            gallery_masked=i.get("gallery_masked", bool, False),
             probes_masked=i.get("probes_masked", bool, True),
         )
+        frac = identification.gallery_fraction
+        if (identification.gallery_identities is None) == (frac is None):
+            raise i.error("gallery_identities", "exactly one of gallery_identities and "
+                          "gallery_fraction")
+        if frac is not None and not 0 < frac < 1:
+            raise i.error("gallery_fraction", f"a number in (0, 1), got {frac}")
         i.finish()
     if r := tasks.sub("restoration", None):
         restoration = RestorationTask(r.positive_int("max_images", None))
@@ -422,27 +434,40 @@ def _impostor_pairs(
 
 
 def build_gallery(task: IdentificationTask, dataset: Dataset) -> Gallery:
-    """Enrol ``gallery_identities`` identities with unmasked images; all other identities' probes
+    """Enrol identities with ``gallery_per_identity`` images each; every other identity's probes
     are non-mated (open set). Deterministic from ``task.seed`` and the sorted sample list."""
-    identities = sorted({s.identity for s in dataset.samples})
-    if task.gallery_identities >= len(identities):
+    by_identity: dict[str, list[int]] = {}
+    for i, s in enumerate(dataset.samples):
+        if s.masked == task.gallery_masked:
+            by_identity.setdefault(s.identity, []).append(i)
+    # an enrolled identity keeps at least one probe, so it can be found
+    probe_ids = {s.identity for s in dataset.samples if s.masked == task.probes_masked}
+    enrollable = sorted(
+        ident for ident, idx in by_identity.items()
+        if len(idx) >= task.gallery_per_identity + (task.gallery_masked == task.probes_masked)
+        and ident in probe_ids
+    )
+    wanted = (task.gallery_identities if task.gallery_identities is not None
+              else int(task.gallery_fraction * len(enrollable)))
+    if not 0 < wanted <= len(enrollable):
         raise ProtocolError(
-            f"Dataset {dataset.name} has {len(identities)} identities; gallery_identities "
-            f"({task.gallery_identities}) must be smaller to leave non-mated probes."
+            f"Dataset {dataset.name}: the gallery asks for {wanted} identities; {len(enrollable)} "
+            f"have {task.gallery_per_identity} enrollable image(s) and a probe."
+        )
+    if wanted >= len(probe_ids):
+        raise ProtocolError(
+            f"Dataset {dataset.name}: enrolling {wanted} of {len(probe_ids)} probe identities "
+            "leaves no non-mated probes for open-set identification."
         )
     rng = np.random.default_rng([task.seed, 0])
-    enrolled = {identities[j] for j in rng.permutation(len(identities))[: task.gallery_identities]}
+    enrolled = sorted(enrollable[j] for j in rng.permutation(len(enrollable))[:wanted])
     gallery: list[int] = []
-    for ident in sorted(enrolled):
-        candidates = [i for i, s in enumerate(dataset.samples) if s.identity == ident and not s.masked]
-        if len(candidates) < task.gallery_per_identity:
-            raise ProtocolError(f"Identity {ident} has too few unmasked images for the gallery.")
-        gallery.extend(sorted(rng.choice(candidates, task.gallery_per_identity, replace=False)))
+    for ident in enrolled:
+        gallery.extend(sorted(rng.choice(by_identity[ident], task.gallery_per_identity,
+                                         replace=False).tolist()))
     in_gallery = set(gallery)
-    probes = [
-        i for i, s in enumerate(dataset.samples)
-        if s.masked == task.probes_masked and i not in in_gallery
-    ]
+    probes = [i for i, s in enumerate(dataset.samples)
+              if s.masked == task.probes_masked and i not in in_gallery]
     keys = [s.key for s in dataset.samples]
     lines = [f"G\t{keys[i]}" for i in gallery] + [f"P\t{keys[i]}" for i in probes]
     return Gallery(np.asarray(gallery, np.int64), np.asarray(probes, np.int64), _list_hash(lines))
