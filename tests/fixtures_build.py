@@ -181,8 +181,12 @@ def build_mlfw(root: Path) -> None:
 
 # --------------------------------------------------------------------------- RMFRD, SMFRD
 
-RMFRD_UNMASKED = {"aidai": 3, "anhu": 2, "chenhao": 2}
-RMFRD_MASKED = {"aidai": 2, "anhu": 1, "baibaihe": 2}
+# 22 identities in both trees (enough for 10 identity-disjoint folds) plus one in each tree only.
+RMFRD_BOTH = ("anhu", "baiyu", "caiwen", "dengli", "fanbing", "gaoyuan", "hanxue", "huangbo",
+              "jiangwen", "liming", "liuyan", "luhan", "maliu", "qinlan", "sunli", "tangwei",
+              "wangfei", "xuzheng", "yangmi", "zhaowei", "zhoujie", "zhuyin")
+RMFRD_UNMASKED = {"aidai": 3, "chenhao": 2, **dict.fromkeys(RMFRD_BOTH, 2)}
+RMFRD_MASKED = {"aidai": 2, "baibaihe": 2, **dict.fromkeys(RMFRD_BOTH, 2)}
 
 
 def build_rmfrd(root: Path) -> None:
