@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=("models", "protocols", "datasets"))
     lst.set_defaults(func=cmd_list)
 
+    prep = sub.add_parser("prepare", help="check a dataset, prepare its faces, write its lists")
+    prep.add_argument("protocol", help="protocol name or YAML path")
+    prep.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
+    prep.add_argument("--out", default="lists", help="folder for the generated lists")
+    prep.add_argument("--no-progress", action="store_true")
+    prep.set_defaults(func=cmd_prepare)
+
     met = sub.add_parser("metrics", help="verification metrics of any score file (CSV or bob 4-col)")
     met.add_argument("--scores", required=True, help="CSV with header score,label[,...] or bob "
                      "4-column 'ref_subject probe_subject probe_key score'")
@@ -115,6 +122,52 @@ def _registry(what: str) -> Any:
     from meerbench.data.formats import DATASETS
 
     return DATASETS
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from meerbench.engine.evaluate import prepare_dataset
+    from meerbench.io import ensure_writable_dir, write_text
+    from meerbench.protocol import build_gallery, build_pairs, load_protocol
+
+    proto = load_protocol(args.protocol)
+    out = ensure_writable_dir(Path(args.out))
+    dataset, info = prepare_dataset(proto, args.data, not args.no_progress)
+    found = {
+        "identities": len({s.identity for s in dataset.samples}),
+        "images_masked": sum(s.masked for s in dataset.samples),
+        "images_unmasked": sum(not s.masked for s in dataset.samples),
+    }
+    print(f"{proto.id} v{proto.version}: {dataset.name} at {dataset.root}")
+    for key, value in found.items():
+        published = proto.published.get(key)
+        note = f" (published: {published:,})" if isinstance(published, int) else ""
+        print(f"  {key:<16} {value:>8,}{note}")
+    if proto.published.get("notes") and any(
+            isinstance(proto.published.get(k), int) and proto.published[k] != v
+            for k, v in found.items()):
+        print(f"  Differences: {proto.published['notes']}")
+    stem = f"{proto.id}-v{proto.version}"
+    keys = [s.key for s in dataset.samples]
+    if proto.verification is not None:
+        pairs = build_pairs(proto.verification, dataset)
+        rows = ["condition,fold,ref,probe,label"] + [
+            f"{c},{f},{keys[r]},{keys[p]},{lab}" for r, p, lab, f, c in zip(
+                pairs.ref, pairs.probe, pairs.label, pairs.fold, pairs.condition, strict=True)]
+        write_text(out / f"{stem}-pairs.csv", "\n".join(rows) + "\n")
+        print(f"  pairs: {len(pairs.label):,} -> {out / (stem + '-pairs.csv')} "
+              f"(sha256 {pairs.sha256[:16]})")
+    if proto.identification is not None:
+        gal = build_gallery(proto.identification, dataset)
+        rows = ["role,key"] + [f"gallery,{keys[i]}" for i in gal.gallery] + [
+            f"probe,{keys[i]}" for i in gal.probes]
+        write_text(out / f"{stem}-gallery.csv", "\n".join(rows) + "\n")
+        print(f"  gallery: {len(gal.gallery):,} images, probes: {len(gal.probes):,} -> "
+              f"{out / (stem + '-gallery.csv')} (sha256 {gal.sha256[:16]})")
+    if "alignment" in info:
+        a = info["alignment"]
+        print(f"  aligned with {a['aligner']}: {a['aligned']:,}; centre-crop fallback: "
+              f"{a['fallback_centre_crop']:,}")
+    return 0
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -90,6 +90,7 @@ class Protocol:
     identification: IdentificationTask | None
     restoration: RestorationTask | None
     metrics: dict[str, dict[str, Any]]
+    published: dict[str, Any]
     source: str
     sha256: str
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -129,6 +130,7 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     version = top.positive_int("version")
     description = top.get("description", str)
     citation = top.get("citation", str, "")
+    published = top.get("published", dict, {})
 
     dataset = _dataset_spec(top.sub("dataset"), pid)
 
@@ -193,7 +195,7 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     return Protocol(
         id=pid, version=version, description=description, citation=citation, dataset=dataset,
         aligned=aligned, aligner=aligner, masking=masking, train=train, verification=verification, identification=identification,
-        restoration=restoration, metrics=metrics, source=source,
+        restoration=restoration, metrics=metrics, published=published, source=source,
         sha256=hashlib.sha256(canonical).hexdigest(), raw=dict(data),
     )
 

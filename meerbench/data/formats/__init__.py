@@ -83,6 +83,7 @@ def open_dataset(spec: DatasetSpec, data: str | Path | None = None) -> Dataset:
         raise DatasetError(
             f"Dataset '{spec.name}' not found at {where}. {reader.about} "
             f"Pass its folder with --data DIR or set MEERBENCH_DATA to the folder that holds "
-            f"'{spec.name}/'."
+            f"'{spec.name}/'; `meerbench prepare <protocol> --data DIR` then checks the layout, "
+            "prepares the faces and writes the protocol's lists."
         )
     return reader.read(root, spec.options, spec.name)
