@@ -70,7 +70,10 @@ class SyntheticMasking:
 
 @dataclass(frozen=True)
 class RestorationTask:
+    """Masked images with known unmasked twins; identity similarity under ``recognizer``."""
+
     max_images: int | None = None
+    recognizer: str = "fisherfaces"
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,8 @@ def parse_protocol(data: Any, source: str) -> Protocol:
             raise i.error("gallery_fraction", f"a number in (0, 1), got {frac}")
         i.finish()
     if r := tasks.sub("restoration", None):
-        restoration = RestorationTask(r.positive_int("max_images", None))
+        restoration = RestorationTask(r.positive_int("max_images", None),
+                                      r.get("recognizer", str, "fisherfaces"))
         r.finish()
     tasks.finish()
     if not (verification or identification or restoration):

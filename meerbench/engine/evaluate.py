@@ -14,7 +14,7 @@ from meerbench.data.dataset import Dataset, DatasetSpec
 from meerbench.data.formats import open_dataset
 from meerbench.engine.cache import EmbeddingCache
 from meerbench.engine.distributed import init_from_env, rank_zero_first
-from meerbench.engine.embed import FileImages, embed
+from meerbench.engine.embed import ArrayImages, FileImages, embed
 from meerbench.errors import ModelError
 from meerbench.io import atomic_open, ensure_writable_dir
 from meerbench.models import load_model
@@ -94,7 +94,9 @@ def evaluate(
     if gallery is not None:
         metrics["identification"] = identification(proto, dataset, gallery, emb.embeddings, row)
     if proto.restoration is not None:
-        metrics["restoration"] = {"skipped": f"{net.name} does not restore faces"}
+        metrics["restoration"] = (
+            restoration(net, proto, dataset, data, device, batch_size, progress)
+            if net.can_restore() else {"skipped": f"{net.name} does not restore faces"})
     timings["metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 
@@ -163,6 +165,34 @@ def identification(
         embeddings[row[gallery.probes]], ids[gallery.probes],
         embeddings[row[gallery.gallery]], ids[gallery.gallery], settings,
     )
+
+
+def restoration(net: FaceModel, proto: Protocol, dataset: Dataset, data: Any, device: str,
+                batch_size: int, progress: bool) -> dict[str, Any]:
+    """Restore every masked image that has an unmasked twin; score it against the twin."""
+    from meerbench.data.images import read_mask, read_rgb
+    from meerbench.metrics.restoration import restoration_report
+
+    task = proto.restoration
+    chosen = [s for s in dataset.samples if s.masked and s.twin is not None]
+    if not chosen:
+        return {"skipped": f"{dataset.name} has no masked images with unmasked ground truth"}
+    chosen = chosen[: task.max_images] if task.max_images else chosen
+    masked = np.stack([read_rgb(s.path) for s in chosen])
+    truth = np.stack([read_rgb(s.twin) for s in chosen])
+    maps = (np.stack([read_mask(s.mask_map) for s in chosen])
+            if all(s.mask_map is not None for s in chosen) else None)
+    restored = np.concatenate([
+        net.restore(masked[i:i + batch_size], None if maps is None else maps[i:i + batch_size])
+        for i in range(0, len(chosen), batch_size)])
+    recognizer = load_model(task.recognizer)
+    fit_if_needed(recognizer, proto, data, progress)
+    pair = torch.from_numpy(np.concatenate([restored, truth]))
+    emb = embed(recognizer, ArrayImages(pair), batch_size=batch_size, device=device,
+                progress=progress).embeddings
+    report = restoration_report(restored, truth, maps, restored_emb=emb[: len(chosen)],
+                                target_emb=emb[len(chosen):], recognizer=task.recognizer)
+    return report
 
 
 def write_pair_scores(path: Path, dataset: Dataset, pairs: Any, scores: np.ndarray) -> str:
