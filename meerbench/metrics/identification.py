@@ -1,0 +1,416 @@
+"""Identification (1:N) metrics: chunked top-k, CMC / rank-k, mAP and open-set DIR@FPIR.
+
+Embeddings are assumed L2-normalised, so the dot product is the cosine similarity. Probes whose
+identity is absent from the gallery are non-mated (open set). Ties count pessimistically, as in
+bob.measure: a non-mate scoring exactly the best mate's score ranks ahead of it. Similarities are
+computed per probe block x gallery block, so memory stays bounded (about
+``probe_block x gallery_block x 6`` bytes) and the full probe x gallery matrix never exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from meerbench.metrics.errors import (
+    MetricInputError,
+    check_choice,
+    check_rounds,
+    reject_unknown_keys,
+)
+from meerbench.metrics.stats import bootstrap_samples, interval_json, percentile_interval
+from meerbench.metrics.verification import check_far_targets
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+# ----------------------------------------------------------------------------- similarity blocks
+
+
+def topk_similarity(
+    probes: ArrayLike,
+    gallery: ArrayLike,
+    k: int,
+    *,
+    probe_block: int = 4096,
+    gallery_block: int = 65536,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most similar gallery items per probe: scores (P, k) float32, indices (P, k) int64.
+
+    Cosine similarity of L2-normalised inputs (not checked) via torch matmul in ``dtype``, with a
+    running top-k merged across gallery blocks. Order is by score, ties by lower gallery index, so
+    the result does not depend on the block sizes. ``k`` is capped at the gallery size.
+    """
+    p, g = _embeddings(probes, gallery)
+    if k < 1:
+        raise MetricInputError(f"k must be >= 1, got {k}")
+    k = min(k, g.shape[0])
+    scores = np.empty((p.shape[0], k), dtype=np.float32)
+    indices = np.empty((p.shape[0], k), dtype=np.int64)
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    for p0, g0, sim in _blocks(p, g, probe_block, gallery_block, dtype, device):
+        values, index = _block_topk(sim, min(k, sim.shape[1]))
+        index += g0
+        if g0 > 0:
+            values, index = _merge(*best, values, index, k)
+        best = values, index
+        if g0 + sim.shape[1] == g.shape[0]:
+            scores[p0:p0 + sim.shape[0]] = values.cpu().numpy()
+            indices[p0:p0 + sim.shape[0]] = index.cpu().numpy()
+    return scores, indices
+
+
+def _block_topk(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row, ties resolved to the lower column (torch.topk leaves that open)."""
+    import torch
+
+    values, index = torch.topk(sim, min(k + 1, sim.shape[1]), dim=1)
+    if values.shape[1] > k:
+        # A tie straddles the k-th place when the (k+1)-th value equals the k-th one: those rows
+        # take the lowest columns among the tied values from a stable sort.
+        ambiguous = torch.nonzero(values[:, k] == values[:, k - 1]).flatten()
+        values, index = values[:, :k], index[:, :k]
+        if ambiguous.numel():
+            order = torch.sort(sim[ambiguous], dim=1, descending=True, stable=True).indices
+            index[ambiguous] = order[:, :k]
+            values[ambiguous] = sim[ambiguous].gather(1, order[:, :k])
+    index, perm = index.sort(dim=1)
+    values = values.gather(1, perm)
+    values, perm = values.sort(dim=1, descending=True, stable=True)
+    return values, index.gather(1, perm)
+
+
+def _merge(values_a: torch.Tensor, index_a: torch.Tensor, values_b: torch.Tensor,
+           index_b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of two sorted candidate lists; a's indices are all lower, so a stable sort keeps ties
+    in index order."""
+    import torch
+
+    values = torch.cat([values_a, values_b], dim=1)
+    index = torch.cat([index_a, index_b], dim=1)
+    values, perm = values.sort(dim=1, descending=True, stable=True)
+    return values[:, :k], index.gather(1, perm[:, :k])
+
+
+def _blocks(probes: np.ndarray, gallery: np.ndarray, probe_block: int, gallery_block: int,
+            dtype: str, device: str) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(probe offset, gallery offset, float32 similarity block), probe blocks outermost."""
+    import torch
+
+    check_choice("dtype", dtype, DTYPES)
+    if probe_block < 1 or gallery_block < 1:
+        raise MetricInputError(f"block sizes must be >= 1, got probe_block={probe_block}, "
+                               f"gallery_block={gallery_block}")
+    tdtype = getattr(torch, dtype)
+    g = torch.from_numpy(gallery).to(device=device, dtype=tdtype)
+    for p0 in range(0, probes.shape[0], probe_block):
+        p = torch.from_numpy(probes[p0:p0 + probe_block]).to(device=device, dtype=tdtype)
+        for g0 in range(0, g.shape[0], gallery_block):
+            yield p0, g0, (p @ g[g0:g0 + gallery_block].T).float()
+
+
+def _embeddings(probes: ArrayLike, gallery: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, x in (("probe", probes), ("gallery", gallery)):
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise MetricInputError(f"{name} embeddings must be a non-empty 2-D array (n, dim), "
+                                   f"got shape {a.shape}")
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+        if bad.size:
+            raise MetricInputError(f"{bad.size} {name} embedding(s) contain NaN or inf, "
+                                   f"first at row {bad[0]}")
+        arrays.append(a)
+    if arrays[0].shape[1] != arrays[1].shape[1]:
+        raise MetricInputError(f"probe and gallery embeddings differ in dimension: "
+                               f"{arrays[0].shape[1]} vs {arrays[1].shape[1]}")
+    return arrays[0], arrays[1]
+
+
+# ----------------------------------------------------------------------------- per-probe outcomes
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeOutcomes:
+    """What CMC, mAP and DIR@FPIR need from each probe.
+
+    ``best_mate``, ``rank`` and ``average_precision`` hold one entry per mated probe; ``rank`` is
+    1 + the number of non-mates scoring >= the best mate (pessimistic ties). ``nonmated_max`` holds
+    the highest score of each non-mated probe.
+    """
+
+    best_mate: np.ndarray
+    rank: np.ndarray
+    average_precision: np.ndarray
+    nonmated_max: np.ndarray
+
+
+def outcomes_from_scores(
+    mates: Sequence[ArrayLike | None], nonmates: Sequence[ArrayLike]
+) -> ProbeOutcomes:
+    """Outcomes from per-probe score lists (bob's CMC format); ``mates[i]`` None = non-mated."""
+    if len(mates) != len(nonmates):
+        raise MetricInputError(f"{len(mates)} mate lists but {len(nonmates)} non-mate lists")
+    best, ranks, precisions, nonmated = [], [], [], []
+    for i, (m, n) in enumerate(zip(mates, nonmates, strict=True)):
+        neg = np.asarray(n, dtype=np.float64).reshape(-1)
+        if m is None or np.size(m) == 0:
+            if neg.size == 0:
+                raise MetricInputError(f"probe {i} has neither mate nor non-mate scores")
+            nonmated.append(neg.max())
+            continue
+        pos = np.sort(np.asarray(m, dtype=np.float64).reshape(-1))[::-1]
+        ahead = (neg[None, :] >= pos[:, None]).sum(axis=1)
+        position = np.arange(1, pos.size + 1)
+        best.append(pos[0])
+        ranks.append(1 + ahead[0])
+        precisions.append(np.mean(position / (position + ahead)))
+    return ProbeOutcomes(np.asarray(best), np.asarray(ranks, dtype=np.int64),
+                         np.asarray(precisions), np.asarray(nonmated))
+
+
+def cmc(rank: ArrayLike, max_rank: int) -> np.ndarray:
+    """Cumulative match characteristic: share of mated probes with rank <= r, r = 1..max_rank."""
+    r = np.asarray(rank, dtype=np.int64)
+    return np.array([np.count_nonzero(r <= k) / r.size for k in range(1, max_rank + 1)])
+
+
+def detection_identification_rate(best_mate: ArrayLike, rank: ArrayLike, threshold: float,
+                                  max_rank: int = 1) -> float:
+    """Share of mated probes whose best mate scores >= threshold at rank <= max_rank (bob/NIST)."""
+    best, r = np.asarray(best_mate), np.asarray(rank)
+    return float(np.mean((best >= threshold) & (r <= max_rank)))
+
+
+def false_alarm_rate(nonmated_max: ArrayLike, threshold: float) -> float:
+    """FPIR: share of non-mated probes whose highest score is >= threshold (bob/NIST)."""
+    return float(np.mean(np.asarray(nonmated_max) >= threshold))
+
+
+class FpirThresholds:
+    """Thresholds on non-mated maxima at FPIR targets (bob ``far_threshold``), for any weights.
+
+    The threshold is the lowest non-mated maximum whose acceptance (score >= it) keeps FPIR <=
+    target; when even the highest one breaks the target, the next float above it (FPIR 0).
+    """
+
+    def __init__(self, nonmated_max: np.ndarray) -> None:
+        self._order = np.argsort(-nonmated_max)
+        ordered = nonmated_max[self._order]
+        self._starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self._values = ordered[self._starts]
+
+    def __call__(self, targets: Sequence[float],
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(thresholds, achieved FPIRs); ``weights`` is each non-mated probe's multiplicity."""
+        w = np.ones(self._order.size) if weights is None else weights[self._order]
+        counts = np.add.reduceat(w.astype(np.float64), self._starts)
+        present = counts > 0
+        values, fpir = self._values[present], np.cumsum(counts[present])
+        fpir /= fpir[-1]
+        allowed = np.searchsorted(fpir, targets, side="right")
+        above_all = np.nextafter(values[0], np.inf)
+        chosen = np.maximum(allowed - 1, 0)
+        return (np.where(allowed > 0, values[chosen], above_all),
+                np.where(allowed > 0, fpir[chosen], 0.0))
+
+
+@dataclass(frozen=True)
+class DirAtFpir:
+    """Rank-1 DIR at one FPIR target; ``reliable`` is False when target x n_nonmated < 1."""
+
+    fpir_target: float
+    fpir: float
+    dir: float
+    threshold: float
+    n_nonmated: int
+    reliable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dir_at_fpir(outcomes: ProbeOutcomes, targets: Sequence[float]) -> list[DirAtFpir]:
+    """Open-set DIR (rank 1) at each FPIR target, thresholds from the non-mated maxima."""
+    targets = check_far_targets(targets)
+    n = outcomes.nonmated_max.size
+    if n == 0:
+        return []
+    thresholds, fpirs = FpirThresholds(outcomes.nonmated_max)(targets)
+    return [
+        DirAtFpir(target, float(fpir), detection_identification_rate(
+            outcomes.best_mate, outcomes.rank, threshold), float(threshold), n, target * n >= 1)
+        for target, threshold, fpir in zip(targets, thresholds, fpirs, strict=True)
+    ]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class IdentificationSettings:
+    """Ranks, FPIR targets, bootstrap and compute options (protocol ``metrics.identification``)."""
+
+    ranks: tuple[int, ...] = (1, 5, 10)
+    fpir_targets: tuple[float, ...] = (1e-1, 1e-2)
+    max_rank: int = 20
+    bootstrap: int = 1000
+    seed: int = 0
+    dtype: str = "float32"
+    probe_block: int = 4096
+    gallery_block: int = 65536
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", tuple(int(r) for r in self.ranks))
+        object.__setattr__(self, "fpir_targets", check_far_targets(self.fpir_targets))
+        if self.max_rank < 1 or any(r < 1 for r in self.ranks):
+            raise MetricInputError(f"ranks and max_rank must be >= 1, got ranks={self.ranks}, "
+                                   f"max_rank={self.max_rank}")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_rounds(self.bootstrap)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IdentificationSettings:
+        reject_unknown_keys("identification", data, [f.name for f in fields(cls)])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ranks": list(self.ranks), "fpir_targets": list(self.fpir_targets)}
+
+
+def identification_report(
+    probe_emb: ArrayLike,
+    probe_ids: ArrayLike,
+    gallery_emb: ArrayLike,
+    gallery_ids: ArrayLike,
+    settings: IdentificationSettings | None = None,
+) -> dict[str, Any]:
+    """Closed-set CMC / rank-k and mAP over mated probes, open-set DIR@FPIR, as a JSON-ready dict.
+
+    Ranks are exact, not read off a top-k list: pass 1 reads every mated probe's mate scores out
+    of the similarity blocks; pass 2 recomputes the same blocks and counts, per mate, the
+    non-mates scoring >= it. Both passes use identical blocks, so ties are judged on
+    bit-identical values. The best mate counts when an identity has several gallery items; mAP
+    averages, per mated probe, the pessimistic precision at each mate. Intervals (95%, seeded)
+    resample probe identities.
+    """
+    settings = settings or IdentificationSettings()
+    probes, gallery = _embeddings(probe_emb, gallery_emb)
+    p_ids, g_ids = np.asarray(probe_ids), np.asarray(gallery_ids)
+    if p_ids.shape != (probes.shape[0],) or g_ids.shape != (gallery.shape[0],):
+        raise MetricInputError(
+            f"need one identity per embedding: {probes.shape[0]} probes with {p_ids.shape} ids, "
+            f"{gallery.shape[0]} gallery items with {g_ids.shape} ids"
+        )
+    outcomes, mated = _outcomes(probes, p_ids, gallery, g_ids, settings)
+    dirs = dir_at_fpir(outcomes, settings.fpir_targets)
+    intervals: list[list[float] | None] = [None] * (1 + len(dirs))
+    if settings.bootstrap:
+        samples = _bootstrap(outcomes, mated, p_ids, [d.fpir_target for d in dirs], settings)
+        intervals = [interval_json(row) for row in percentile_interval(samples)]
+    curve = cmc(outcomes.rank, settings.max_rank)
+    return {
+        "n_probes_mated": int(outcomes.rank.size),
+        "n_probes_nonmated": int(outcomes.nonmated_max.size),
+        "n_gallery": int(gallery.shape[0]),
+        "n_gallery_identities": int(np.unique(g_ids).size),
+        "rank": {str(r): float(np.mean(outcomes.rank <= r)) for r in settings.ranks},
+        "cmc": curve.tolist(),
+        "map": float(outcomes.average_precision.mean()),
+        "dir_at_fpir": [d.to_dict() for d in dirs],
+        "tie_rule": "pessimistic",
+        "dtype": settings.dtype,
+        "ci95": {"rank1": intervals[0], "dir_at_fpir": intervals[1:]},
+    }
+
+
+def _outcomes(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
+              gallery_ids: np.ndarray, settings: IdentificationSettings
+              ) -> tuple[ProbeOutcomes, np.ndarray]:
+    """Chunked two-pass outcomes, and the mated-probe mask."""
+    import torch
+
+    _, codes = np.unique(np.concatenate([probe_ids, gallery_ids]), return_inverse=True)
+    p_code = torch.from_numpy(codes[:probe_ids.size].astype(np.int64))
+    g_code = torch.from_numpy(codes[probe_ids.size:].astype(np.int64)).to(settings.device)
+    mated = np.isin(codes[:probe_ids.size], codes[probe_ids.size:])
+    if not mated.any():
+        raise MetricInputError("no probe identity appears in the gallery: nothing to identify")
+
+    def blocks() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for p0, g0, sim in _blocks(probes, gallery, settings.probe_block, settings.gallery_block,
+                                   settings.dtype, settings.device):
+            rows = p_code[p0:p0 + sim.shape[0]].to(settings.device)
+            yield p0, sim, g_code[g0:g0 + sim.shape[1]][None, :] == rows[:, None]
+
+    # Pass 1: each probe's maximum and its mate scores.
+    top = torch.full((probes.shape[0],), -torch.inf)
+    mate_rows, mate_scores = [], []
+    for p0, sim, is_mate in blocks():
+        block = slice(p0, p0 + sim.shape[0])
+        top[block] = torch.maximum(top[block], sim.max(dim=1).values.cpu())
+        r, c = torch.nonzero(is_mate, as_tuple=True)
+        mate_rows.append((r + p0).cpu())
+        mate_scores.append(sim[r, c].cpu())
+    rows = torch.cat(mate_rows).numpy()
+    values = torch.cat(mate_scores).numpy()
+    order = np.lexsort((-values, rows))  # by probe, best mate first
+    rows, values = rows[order], values[order]
+    n_mates = np.bincount(rows, minlength=probes.shape[0])
+    column = np.arange(rows.size) - np.repeat(np.cumsum(n_mates) - n_mates, n_mates)
+    thresholds = np.full((probes.shape[0], max(int(n_mates.max()), 1)), np.inf, dtype=np.float32)
+    thresholds[rows, column] = values
+    limits = torch.from_numpy(thresholds).to(settings.device)
+
+    # Pass 2: per mate, the gallery items scoring >= it, less the mates among them.
+    at_or_above = torch.zeros(limits.shape, dtype=torch.int64, device=settings.device)
+    for p0, sim, _ in blocks():
+        block = slice(p0, p0 + sim.shape[0])
+        for j in range(limits.shape[1]):
+            at_or_above[block, j] += (sim >= limits[block, j, None]).sum(dim=1, dtype=torch.int32)
+    mates = thresholds[mated]  # best first; +inf padding after each probe's mates
+    column = np.arange(mates.shape[1])
+    run_end = np.where(np.c_[mates[:, 1:] != mates[:, :-1], np.ones(len(mates), bool)],
+                       column, mates.shape[1])
+    mates_at_or_above = 1 + np.minimum.accumulate(run_end[:, ::-1], axis=1)[:, ::-1]
+    ahead_np = at_or_above.cpu().numpy()[mated] - mates_at_or_above
+    position = column + 1
+    valid = np.isfinite(mates)
+    precision = np.divide(position, position + ahead_np, out=np.zeros(mates.shape),
+                          where=valid).sum(axis=1)
+    outcomes = ProbeOutcomes(best_mate=thresholds[mated, 0].astype(np.float64),
+                             rank=1 + ahead_np[:, 0],
+                             average_precision=precision / n_mates[mated],
+                             nonmated_max=top.numpy()[~mated].astype(np.float64))
+    return outcomes, mated
+
+
+def _bootstrap(outcomes: ProbeOutcomes, mated: np.ndarray, probe_ids: np.ndarray,
+               targets: list[float], settings: IdentificationSettings) -> np.ndarray:
+    """Resampled [rank-1, DIR per target] over probe identities (NaN where undefined)."""
+    first = (outcomes.rank == 1).astype(np.float64)
+    thresholds = FpirThresholds(outcomes.nonmated_max) if targets else None
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        w_mated, w_nonmated = weights[mated], weights[~mated]
+        total = w_mated.sum()
+        values = np.full(1 + len(targets), np.nan)
+        if total:
+            values[0] = w_mated @ first / total
+        if total and targets and w_nonmated.any():
+            limits = thresholds(targets, w_nonmated)[0]
+            detected = first[:, None] * (outcomes.best_mate[:, None] >= limits[None, :])
+            values[1:] = w_mated @ detected / total
+        return values
+
+    return bootstrap_samples(statistic, mated.size, probe_ids, settings.bootstrap, settings.seed)

@@ -1,0 +1,176 @@
+"""Uncertainty and paired comparison: bootstrap intervals, McNemar, paired bootstrap on TAR@FAR.
+
+A bootstrap resample is a vector of multiplicities (how often each item was drawn), so a statistic
+written over weights reuses any sort done once instead of re-sorting every resample. With
+``groups`` (e.g. the probe identity of each pair) whole clusters are drawn, because pairs sharing
+an identity are not independent and resampling them singly makes intervals too narrow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from meerbench.metrics.errors import MetricInputError
+
+_BLOCK = 2**16  # weights per batched block: small enough to stay in cache
+Statistic = Callable[[np.ndarray], "float | np.ndarray"]
+
+
+def bootstrap_weights(
+    n: int, groups: ArrayLike | None = None, rounds: int = 1000, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """Yield ``rounds`` seeded resamples of ``n`` items as per-item multiplicities (int64)."""
+    if n < 1:
+        raise MetricInputError("cannot bootstrap an empty set")
+    if rounds < 1:
+        raise MetricInputError(f"bootstrap rounds must be >= 1, got {rounds}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        cluster, n_clusters = None, n
+    else:
+        labels = np.asarray(groups)
+        if labels.shape != (n,):
+            raise MetricInputError(
+                f"groups must give one cluster per item: expected shape ({n},), got {labels.shape}"
+            )
+        _, cluster = np.unique(labels, return_inverse=True)
+        n_clusters = int(cluster.max()) + 1
+    for _ in range(rounds):
+        counts = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
+        yield counts if cluster is None else counts[cluster]
+
+
+def bootstrap_samples(
+    statistic: Statistic,
+    n: int,
+    groups: ArrayLike | None = None,
+    rounds: int = 1000,
+    seed: int = 0,
+    *,
+    batched: bool = False,
+) -> np.ndarray:
+    """``statistic`` on every resample: shape (rounds,) or (rounds, k).
+
+    With ``batched``, ``statistic`` takes a block of resamples, a (b, n) weights matrix of about
+    65k entries (at least one row), and returns (b,) or (b, k), so it can vectorise over
+    resamples. Both ways draw the same resamples for the same seed.
+    """
+    weights = bootstrap_weights(n, groups, rounds, seed)
+    if not batched:
+        return np.asarray([statistic(w) for w in weights], dtype=np.float64)
+    block = max(1, _BLOCK // n)
+    parts = []
+    while chunk := list(itertools.islice(weights, block)):
+        parts.append(np.asarray(statistic(np.stack(chunk)), dtype=np.float64))
+    return np.concatenate(parts)
+
+
+def percentile_interval(samples: ArrayLike, alpha: float = 0.05) -> np.ndarray:
+    """Percentile interval per column, ignoring NaN resamples: shape (2,) or (k, 2).
+
+    A column with no finite resample (the statistic was undefined every time) gives NaN bounds.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise MetricInputError(f"alpha must be in (0, 1), got {alpha}")
+    values = np.asarray(samples, dtype=np.float64)
+    columns = values.reshape(values.shape[0], -1).T
+    out = np.full((columns.shape[0], 2), np.nan)
+    for i, column in enumerate(columns):
+        finite = column[~np.isnan(column)]
+        if finite.size:
+            out[i] = np.percentile(finite, [50.0 * alpha, 100.0 - 50.0 * alpha])
+    return out[0] if values.ndim == 1 else out
+
+
+def bootstrap_ci(
+    statistic: Statistic,
+    n: int,
+    groups: ArrayLike | None = None,
+    rounds: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> np.ndarray:
+    """Percentile bootstrap interval of ``statistic(weights)``: [lo, hi], or (k, 2) for k values.
+
+    ``statistic`` receives the multiplicity of each of the ``n`` items in one resample.
+    """
+    return percentile_interval(bootstrap_samples(statistic, n, groups, rounds, seed), alpha)
+
+
+def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike) -> dict[str, Any]:
+    """McNemar test on paired decisions of two models over the same pairs.
+
+    ``b`` counts pairs only model A gets right, ``c`` those only B gets right. Exact two-sided
+    binomial test when b + c < 25 (statistic = min(b, c)), otherwise chi-square with continuity
+    correction, (max(|b - c| - 1, 0))^2 / (b + c), one degree of freedom.
+    """
+    a = _binary(correct_a, "correct_a")
+    b_ = _binary(correct_b, "correct_b")
+    if a.shape != b_.shape:
+        raise MetricInputError(f"paired decisions differ in length: {a.size} vs {b_.size}")
+    b = int(np.count_nonzero(a & ~b_))
+    c = int(np.count_nonzero(~a & b_))
+    n = b + c
+    if n < 25:
+        k = min(b, c)
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+        return {"b": b, "c": c, "statistic": float(k), "p_value": min(1.0, 2.0 * tail),
+                "exact": True}
+    chi2 = max(abs(b - c) - 1, 0) ** 2 / n
+    return {"b": b, "c": c, "statistic": chi2, "p_value": math.erfc(math.sqrt(chi2 / 2.0)),
+            "exact": False}
+
+
+def paired_bootstrap_tar_difference(
+    scores_a: ArrayLike,
+    scores_b: ArrayLike,
+    labels: ArrayLike,
+    target: float,
+    rule: str = "floor",
+    groups: ArrayLike | None = None,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """TAR@FAR of model A minus model B on the same pairs, with a paired bootstrap.
+
+    Both models see the same resample in every round. The p-value is two-sided for "no
+    difference": 2 x the smaller share of resampled differences on either side of 0, counted as
+    (1 + count) / (1 + rounds) so it is never 0, capped at 1.
+    """
+    # Imported here: verification uses this module's bootstrap, so a top-level import would cycle.
+    from meerbench.metrics.verification import SortedScores, check_far_targets
+
+    (target,) = check_far_targets([target])
+    sorted_a = SortedScores(scores_a, labels)
+    sorted_b = SortedScores(scores_b, labels)
+
+    def difference(weights: np.ndarray) -> np.ndarray:
+        tar_a = sorted_a.resampled(weights, [target], rule, "min_gap")[:, 2]
+        return tar_a - sorted_b.resampled(weights, [target], rule, "min_gap")[:, 2]
+
+    samples = bootstrap_samples(difference, sorted_a.n, groups, rounds, seed, batched=True)
+    finite = samples[~np.isnan(samples)]
+    below = (1 + np.count_nonzero(finite <= 0)) / (1 + finite.size)
+    above = (1 + np.count_nonzero(finite >= 0)) / (1 + finite.size)
+    return {"difference": float(difference(np.ones((1, sorted_a.n)))[0]),
+            "ci95": interval_json(percentile_interval(samples)),
+            "p_value": min(1.0, 2.0 * min(below, above))}
+
+
+def interval_json(interval: ArrayLike) -> list[float] | None:
+    """[lo, hi] as JSON floats, or None when the interval is undefined (NaN)."""
+    lo, hi = (float(v) for v in np.asarray(interval, dtype=np.float64))
+    return None if math.isnan(lo) or math.isnan(hi) else [lo, hi]
+
+
+def _binary(values: ArrayLike, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all():
+        raise MetricInputError(f"{name} must be a 1-D array of booleans (or 0/1)")
+    return array.astype(bool)

@@ -1,0 +1,102 @@
+"""Score files: CSV and bob 4-column round trips, format detection, errors naming file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meerbench.metrics import scorefiles as sf
+from meerbench.metrics.errors import ScoreFileError
+
+
+def test_side_csv_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    scores = np.array([0.1 + 0.2, -1e-300, 0.75, 1 / 3])
+    sf.write_scores_csv(path, scores, [1, 0, 1, 0], refs=["a.jpg", "b, 2.jpg", "c.jpg", "d.jpg"],
+                        probes=["e.jpg", "f.jpg", "g.jpg", "h.jpg"],
+                        ref_ids=["ann", "bob", "cy", "dee"], probe_ids=["ann", "eve", "cy", "fay"],
+                        folds=np.array([0, 0, 1, 1]), conditions=["UMR-MP"] * 4)
+    assert path.read_text().splitlines()[0] == ",".join(sf.CSV_COLUMNS)
+    table = sf.load_scores(path)
+    np.testing.assert_array_equal(table.scores, scores)  # bit-exact through repr
+    assert table.labels.tolist() == [True, False, True, False]
+    assert table.refs.tolist()[1] == "b, 2.jpg"
+    assert table.probe_ids.tolist() == ["ann", "eve", "cy", "fay"]
+    assert table.folds.tolist() == [0, 0, 1, 1] and table.folds.dtype == np.int64
+    assert table.conditions.tolist() == ["UMR-MP"] * 4
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_minimal_csv_leaves_optional_columns_empty(tmp_path: Path) -> None:
+    path = tmp_path / "min.csv"
+    path.write_text("label,score,extra\n1,0.9,x\n\n0,0.2,y\n")
+    table = sf.load_scores(path)
+    assert table.scores.tolist() == [0.9, 0.2] and table.labels.tolist() == [True, False]
+    assert table.folds is None and table.ref_ids is None and table.conditions is None
+    sf.write_scores_csv(tmp_path / "empty_cols.csv", table.scores, table.labels)
+    again = sf.load_scores(tmp_path / "empty_cols.csv")
+    assert again.folds is None and again.refs is None
+
+
+def test_bob_four_column_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "scores-dev"
+    sf.write_bob4(path, [0.5, -2.25, 3.0], ["s1", "s1", "s2"], ["s1", "s2", "s2"],
+                  probe_keys=["s1/img1", "s2/img4", "s2/img5"])
+    assert path.read_text() == "s1 s1 s1/img1 0.5\ns1 s2 s2/img4 -2.25\ns2 s2 s2/img5 3.0\n"
+    table = sf.load_scores(path)
+    assert table.labels.tolist() == [True, False, True]
+    assert table.scores.tolist() == [0.5, -2.25, 3.0]
+    assert table.probes.tolist() == ["s1/img1", "s2/img4", "s2/img5"]
+    assert table.folds is None
+
+
+def test_bob_four_column_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "bob.txt"
+    path.write_text("# written by bob\n\na a k1 1.5\na b\tk2   -0.5\n")
+    assert sf.load_scores(path).labels.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "empty score file"),
+    ("score;label\n", "first line should be a CSV header with columns score,label or 4 "
+                      "whitespace-separated fields"),
+    ("score,ref\n0.5,a\n", ":1: header lacks column\\(s\\) label"),
+    ("score,label\n", "no pairs after the header on line 1"),
+    ("score,label,score\n1,1,1\n", ":1: repeated column name"),
+    ("score,label\n0.5,1\n0.4,0,7\n", ":3: expected 2 comma-separated fields as in the header, "
+                                      "got 3"),
+    ("score,label\n0.5,1\n\nhigh,0\n", ":4: score 'high' is not a number"),
+    ("score,label\n0.5,1\nnan,0\n", ":3: score 'nan' is not a finite number"),
+    ("score,label\n0.5,yes\n", ":2: label 'yes' should be 1 \\(genuine\\) or 0 \\(impostor\\)"),
+    ("score,label,fold\n0.5,1,0\n0.4,0,\n", ":3: fold '': give every pair a fold or none"),
+    ("score,label,fold\n0.5,1,a\n", ":2: fold 'a': expected an integer"),
+    ("a a k 0.5\nb a k\n", ":2: expected 4 whitespace-separated fields \\(ref_subject "
+                           "probe_subject probe_key score\\), got 3"),
+    ("a a k 0.5\nb a k inf\n", ":2: score 'inf' is not a finite number"),
+])
+def test_malformed_files_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(ScoreFileError, match=f"bad.txt{message if message[0] == ':' else ''}"):
+        sf.load_scores(path)
+    with pytest.raises(ScoreFileError, match=message):
+        sf.load_scores(path)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ScoreFileError, match="missing.csv: cannot read score file"):
+        sf.load_scores(tmp_path / "missing.csv")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00score")
+    with pytest.raises(ScoreFileError, match="binary.csv: cannot read score file"):
+        sf.load_scores(binary)
+
+
+def test_writers_reject_what_the_format_cannot_hold(tmp_path: Path) -> None:
+    with pytest.raises(ScoreFileError, match="probe_id 'two words' is empty or holds whitespace"):
+        sf.write_bob4(tmp_path / "x", [0.1], ["a"], ["two words"])
+    with pytest.raises(ScoreFileError, match="column ref_id has 1 values for 2 scores"):
+        sf.write_scores_csv(tmp_path / "y.csv", [0.1, 0.2], [1, 0], ref_ids=["a"])
+    assert list(tmp_path.iterdir()) == []
