@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="evaluate a model on a protocol")
     run.add_argument("--model", default="fisherfaces", help="registered model name")
+    run.add_argument("--weights", help="checkpoint file to load instead of the card's weights")
     run.add_argument("--protocol", default="synthmask", help="protocol name or YAML path")
     run.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
     run.add_argument("--out", default="results", help="folder for Result JSON and scores")
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--seed", type=int, default=0)
     met.set_defaults(func=cmd_metrics)
 
+    wts = sub.add_parser("weights", help="download a model's weights into the cache")
+    wts_sub = wts.add_subparsers(dest="action", required=True)
+    fetch = wts_sub.add_parser("fetch", help="download, check sha256, place atomically")
+    fetch.add_argument("model", help="model card name (see `meerbench list models`)")
+    fetch.add_argument("--sha256", help="expected sha256 when the card does not record one")
+    fetch.set_defaults(func=cmd_weights_fetch)
+
     rep = sub.add_parser("report", help="Markdown tables from Result files")
     rep.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
     rep.set_defaults(func=cmd_report)
@@ -84,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from meerbench.engine.evaluate import evaluate
+    from meerbench.models import load_model
 
+    model = load_model(args.model, weights=args.weights) if args.weights else args.model
     result = evaluate(
-        args.model, args.protocol, data=args.data, out_dir=args.out, device=args.device,
+        model, args.protocol, data=args.data, out_dir=args.out, device=args.device,
         batch_size=args.batch_size, workers=args.workers, precision=args.precision,
         chunk_size=args.chunk_size, progress=not args.no_progress,
     )
@@ -99,29 +109,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from meerbench.models.weights import fetch_model_weights
+
+    path = fetch_model_weights(args.model, sha256=args.sha256)
+    print(f"{args.model}: weights at {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "protocols":
         from meerbench.protocol import describe_protocols
 
         rows = describe_protocols()
+    elif args.what == "models":
+        from meerbench.models.cards import describe_models
+
+        rows = describe_models()
     else:
-        registry = _registry(args.what)
-        rows = [(e.name, e.description) for e in registry.entries()]
+        from meerbench.data.formats import DATASETS
+
+        rows = [(e.name, e.description) for e in DATASETS.entries()]
     width = max((len(name) for name, _ in rows), default=0)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
     return 0
-
-
-def _registry(what: str) -> Any:
-    if what == "models":
-        import meerbench.models  # noqa: F401 - registers the built-in models
-        from meerbench.registry import MODELS
-
-        return MODELS
-    from meerbench.data.formats import DATASETS
-
-    return DATASETS
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -226,11 +238,15 @@ def summary_table(result: dict[str, Any]) -> str:
              f"v{result['protocol']['version']}"]
     ver = result["metrics"].get("verification")
     if ver:
-        targets = [t["target"] for t in next(iter(ver.values()))["tar_at_far"]]
+        scored = [m for m in ver.values() if "skipped" not in m]
+        targets = [t["target"] for t in scored[0]["tar_at_far"]] if scored else []
         head = f"{'condition':<9} {'acc %':>13} {'AUC':>7} {'EER %':>7} " + " ".join(
             f"{'TAR@' + format(t, 'g'):>10}" for t in targets)
         lines += [head, "-" * len(head)]
         for cond, m in ver.items():
+            if "skipped" in m:
+                lines.append(f"{cond:<9} skipped: {m['skipped']} ({m['n_pairs']} pairs)")
+                continue
             acc = m["accuracy"]
             tars = " ".join(f"{100 * t['tar']:>10.2f}" for t in m["tar_at_far"])
             lines.append(

@@ -149,6 +149,11 @@ def verification_by_condition(
     report = {}
     for cond in proto.verification.conditions:
         sel = pairs.condition == cond
+        n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
+        if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
+            report[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
+                            "skipped": "needs genuine and impostor pairs"}
+            continue
         report[cond] = verification_report(scores[sel], pairs.label[sel], pairs.fold[sel],
                                            settings, groups=groups[pairs.probe[sel]])
     return report

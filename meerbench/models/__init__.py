@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from meerbench.models.cards import register_builtin_cards
 from meerbench.registry import MODELS
 
 if TYPE_CHECKING:
     from meerbench.models.base import FaceModel
 
-MODELS.add_lazy("pixels", "meerbench.models.classical:PixelsModel",
-                "Normalised 56x56 grey pixels (no training); the floor of every table")
-MODELS.add_lazy("eigenfaces", "meerbench.models.classical:EigenfacesModel",
-                "Eigenfaces: PCA on 56x56 grey faces, fitted on the protocol's training split")
-MODELS.add_lazy("fisherfaces", "meerbench.models.classical:FisherfacesModel",
-                "Fisherfaces: PCA + LDA on 56x56 grey faces, fitted on the training split")
+register_builtin_cards()  # every model card in baselines/*.yaml
 
 
 def load_model(name: str, **kwargs: Any) -> FaceModel:

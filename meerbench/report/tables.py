@@ -9,7 +9,7 @@ Metric = Callable[[dict[str, Any]], float | None]
 
 
 def _accuracy(cond: dict[str, Any]) -> float | None:
-    return cond["accuracy"]["mean"]
+    return cond["accuracy"]["mean"] if cond["accuracy"] else None
 
 
 def _tar(target: float) -> Metric:
@@ -45,7 +45,8 @@ def verification_tables(results: Iterable[dict[str, Any]]) -> str:
             cells = []
             for p, v, c in columns:
                 r = index.get((m, p, v))
-                value = metric(r["metrics"]["verification"][c]) if r else None
+                cond = r["metrics"]["verification"].get(c) if r else None
+                value = metric(cond) if cond and "skipped" not in cond else None
                 cells.append("–" if value is None else f"{100 * value:.2f}")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines))

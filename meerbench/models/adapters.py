@@ -1,0 +1,253 @@
+"""Adapters that turn weight files into ``FaceModel``s: PyTorch checkpoints (and safetensors),
+TorchScript, ONNX Runtime and dlib's ResNet descriptor.
+
+Every adapter takes the contract (``FaceModelCfg``) from the model card; the engine applies it with
+``cfg.preprocess`` before ``forward``. Checkpoints are read with ``torch.load(weights_only=True)``:
+a file that needs full unpickling (it can run arbitrary code) is refused, not loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from meerbench.errors import ModelError
+from meerbench.models.base import FaceModel, FaceModelCfg, TorchFaceModel
+from meerbench.models.weights import bundled_dlib_files, sha256_file
+
+#: prefixes that training wrappers add to parameter names (DataParallel, arcface_torch's
+#: ``backbone`` attribute, ``torch.compile``).
+PREFIXES = ("module.", "backbone.", "_orig_mod.")
+#: where training checkpoints nest the network's state dict.
+NESTED_KEYS = ("state_dict", "state_dict_backbone", "model", "backbone", "net")
+SHOWN = 5
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a ``torch.save`` file, without unpickling objects."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelError(f"{path} is a safetensors file: pip install safetensors.") from None
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelError(f"{path} is not a readable safetensors file: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path} cannot be loaded safely: it stores Python objects (for example a whole "
+            "nn.Module or an optimizer) that need full unpickling, which can run arbitrary code. "
+            "If you trust the file, convert it once to a plain state dict: "
+            "torch.save(torch.load(path, weights_only=False).state_dict(), 'backbone.pth')."
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise ModelError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    return _find_state_dict(obj, path)
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner:
+                return _find_state_dict(inner, path)
+        keys = ", ".join(map(str, list(obj)[:10]))
+        raise ModelError(f"{path} holds no state dict of tensors (top-level keys: {keys}).")
+    raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict.")
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop wrapper prefixes (``module.``, ``backbone.``, ...) from every key."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def state_dict_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> str:
+    """A readable account of missing keys, unexpected keys and shape mismatches ('' if none).
+
+    Missing ``num_batches_tracked`` buffers are ignored: old checkpoints lack them and they do not
+    affect inference.
+    """
+    missing = [k for k in expected if k not in got and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [k for k in expected if k in got and tuple(expected[k].shape) != tuple(got[k].shape)]
+    parts = []
+    if missing:
+        shown = []
+        for key in missing[:SHOWN]:
+            close = difflib.get_close_matches(key, unexpected, n=1, cutoff=0.8)
+            shown.append(f"{key} (file has {close[0]})" if close else key)
+        parts.append(f"{len(missing)} missing: {_listing(shown, len(missing))}")
+    if unexpected:
+        shown = unexpected[:SHOWN]
+        parts.append(f"{len(unexpected)} unexpected: {_listing(shown, len(unexpected))}")
+    if shapes:
+        shown = [f"{k} file {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
+                 for k in shapes[:SHOWN]]
+        parts.append(f"{len(shapes)} with another shape: {_listing(shown, len(shapes))}")
+    return "; ".join(parts)
+
+
+def _listing(items: list[str], total: int) -> str:
+    more = f", ... ({total - len(items)} more)" if total > len(items) else ""
+    return ", ".join(items) + more
+
+
+def load_checkpoint(net: nn.Module, path: Path) -> nn.Module:
+    """Load ``path`` into ``net`` strictly (after stripping wrapper prefixes); return ``net``."""
+    state = strip_prefixes(read_state_dict(path))
+    expected = net.state_dict()
+    diff = state_dict_diff(expected, state)
+    if diff:
+        raise ModelError(
+            f"{path} does not match {type(net).__name__}: {diff}. Check the card's architecture, "
+            "options and input size against the checkpoint."
+        )
+    for key in expected:
+        state.setdefault(key, expected[key])  # only num_batches_tracked can be absent here
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def checkpoint_model(name: str, cfg: FaceModelCfg, net: nn.Module, path: Path) -> TorchFaceModel:
+    """A network built from its card with the weights of ``path``."""
+    return TorchFaceModel(name, cfg, load_checkpoint(net, path))
+
+
+def torchscript_model(name: str, cfg: FaceModelCfg, path: Path) -> TorchFaceModel:
+    """A TorchScript file (``torch.jit.save`` of a traced or scripted network)."""
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable TorchScript file: {exc}") from None
+    return TorchFaceModel(name, cfg, module)
+
+
+class OnnxFaceModel(FaceModel):
+    """An ONNX network run by ONNX Runtime (insightface model-zoo style: NCHW float input).
+
+    The first input takes the preprocessed batch; the first output is the embedding. A model
+    exported with a fixed batch size of 1 is run one image at a time.
+    """
+
+    def __init__(self, name: str, cfg: FaceModelCfg, path: Path) -> None:
+        super().__init__(name, cfg)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("ONNX models need onnxruntime: "
+                             "pip install 'meerbench[onnx]'.") from None
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{self.path} is not a loadable ONNX model: {exc}") from None
+        spec = self.session.get_inputs()[0]
+        self.input_name = spec.name
+        self.fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        channels = 1 if cfg.channels == "GRAY" else 3
+        want = [channels, *cfg.input_size]
+        got = list(spec.shape[1:])
+        if len(got) != 3 or any(isinstance(g, int) and g != w for g, w in zip(got, want,
+                                                                              strict=True)):
+            raise ModelError(f"{self.path} takes input {spec.shape}, but the card's contract "
+                             f"gives (N, {channels}, {cfg.input_size[0]}, {cfg.input_size[1]}).")
+        self._hash: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.detach().float().cpu().contiguous().numpy()
+        if self.fixed_batch == 1:
+            outs = [self.session.run(None, {self.input_name: batch[i:i + 1]})[0]
+                    for i in range(len(batch))]
+            out = np.concatenate(outs)
+        else:
+            out = self.session.run(None, {self.input_name: batch})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+    def weights_hash(self) -> str:
+        if self._hash is None:
+            self._hash = sha256_file(self.path)
+        return self._hash
+
+
+#: where dlib's HOG detector puts its box around a frontal face, in the ArcFace 112x112 template
+#: (measured on scikit-image's astronaut; moving it by 5 px changes descriptors by < 0.02).
+DLIB_BOX_112 = (11, 34, 93, 108)
+
+
+class DlibFaceModel(FaceModel):
+    """dlib's ResNet 128-D face descriptor on aligned face crops.
+
+    dlib wants its own 150x150 chip. From an ArcFace-aligned crop, the 5-point shape predictor
+    finds eye corners and nose inside ``DLIB_BOX_112`` (the box dlib's detector would give), and
+    ``dlib.get_face_chip`` (size 150, padding 0.25) makes the chip exactly as dlib's own pipeline
+    does. On the astronaut this lands 0.15 from the descriptor of dlib's full detect-and-align
+    pipeline on the original photo; the whole crop resized to 150 lands 0.74 (dlib's same-person
+    threshold is 0.6). The contract must hand over raw 0..255 RGB values: mean 0, std 1/255.
+    """
+
+    def __init__(self, name: str, cfg: FaceModelCfg) -> None:
+        super().__init__(name, cfg)
+        try:
+            import dlib
+        except ImportError:
+            raise ModelError("The dlib model needs dlib: pip install 'meerbench[dlib]'.") from None
+        files = bundled_dlib_files()
+        if files is None:
+            raise ModelError("dlib's model files were not found: pip install 'meerbench[dlib]' "
+                             "(face-recognition-models ships them).")
+        probe = cfg.preprocess(torch.full((1, *cfg.input_size, 3), 255, dtype=torch.uint8))
+        if cfg.channels != "RGB" or not torch.allclose(probe, torch.tensor(255.0), atol=0.01):
+            raise ModelError(f"{name}: the dlib model needs RGB input in 0..255 (contract "
+                             "channels RGB, mean 0, std 1/255).")
+        self.files = files
+        self.dlib = dlib
+        self.shape_predictor = dlib.shape_predictor(str(files["shape_5pt"]))
+        self.net = dlib.face_recognition_model_v1(str(files["recognition"]))
+        h, w = cfg.input_size
+        left, top, right, bottom = DLIB_BOX_112
+        self.box = dlib.rectangle(round(left * w / 112), round(top * h / 112),
+                                  round(right * w / 112), round(bottom * h / 112))
+        self._hash: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.detach().float().clamp(0, 255).round().to(torch.uint8)
+        images = np.ascontiguousarray(images.permute(0, 2, 3, 1).cpu().numpy())
+        chips = [
+            self.dlib.get_face_chip(img, self.shape_predictor(img, self.box), size=150,
+                                    padding=0.25)
+            for img in images
+        ]
+        out = np.array(self.net.compute_face_descriptor(chips), dtype=np.float32)
+        return torch.from_numpy(out.reshape(len(chips), -1)).to(x.device)
+
+    def weights_hash(self) -> str:
+        if self._hash is None:
+            digest = hashlib.sha256()
+            for key in sorted(self.files):
+                digest.update(sha256_file(self.files[key]).encode())
+            digest.update(repr(DLIB_BOX_112).encode())
+            self._hash = digest.hexdigest()
+        return self._hash
