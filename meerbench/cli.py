@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-progress", action="store_true")
     prep.set_defaults(func=cmd_prepare)
 
+    msk = sub.add_parser("mask", help="put reproducible synthetic masks on a folder of faces")
+    msk.add_argument("src", help="folder of face images (searched recursively)")
+    msk.add_argument("--out", required=True, help="new folder for masked images and manifest")
+    msk.add_argument("--seed", type=int, default=0)
+    msk.add_argument("--families", default="seen",
+                     help="'seen', 'unseen' or a comma list (surgical,cloth,n95,kn95,fabric,"
+                          "scarf,hand,gaiter)")
+    msk.add_argument("--landmarks", default="auto", choices=("auto", "template", "dlib68"),
+                     help="auto: dlib 68 points when installed and a face is found, else the "
+                          "ArcFace template of an aligned face")
+    msk.add_argument("--no-progress", action="store_true")
+    msk.set_defaults(func=cmd_mask)
+
     met = sub.add_parser("metrics", help="verification metrics of any score file (CSV or bob 4-col)")
     met.add_argument("--scores", required=True, help="CSV with header score,label[,...] or bob "
                      "4-column 'ref_subject probe_subject probe_key score'")
@@ -179,6 +192,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         a = info["alignment"]
         print(f"  aligned with {a['aligner']}: {a['aligned']:,}; centre-crop fallback: "
               f"{a['fallback_centre_crop']:,}")
+    return 0
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    from meerbench.data.masking import MaskingSpec, mask_folder
+    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
+
+    named = {"seen": SEEN_FAMILIES, "unseen": UNSEEN_FAMILIES}
+    families = named.get(args.families) or tuple(args.families.split(","))
+    try:
+        spec = MaskingSpec(seed=args.seed, families=tuple(families), landmarks=args.landmarks)
+    except ValueError as exc:
+        raise MeerbenchError(f"--families: {exc}") from None
+    manifest = mask_folder(Path(args.src), Path(args.out), spec, progress=not args.no_progress)
+    print(f"masked images in {args.out}; manifest {manifest}")
     return 0
 
 

@@ -171,3 +171,18 @@ def test_metrics_cli_bad_score_files(capsys, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("alice alice k1 0.9\nbob alice k2 oops\n")
     expect_error(capsys, "metrics", "--scores", str(bad), match="bad.txt:2: score")
+
+
+def test_mask_command_is_reproducible(capsys, tmp_path):
+    src = Path(__file__).parent / "fixtures" / "calfw"
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert main(["mask", str(src), "--out", str(tmp_path / name), "--seed", seed,
+                     "--landmarks", "template", "--no-progress"]) == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert files and all(
+        (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    manifest = "masking_manifest.csv"
+    assert (tmp_path / "a" / manifest).read_text() == (tmp_path / "b" / manifest).read_text()
+    assert (tmp_path / "a" / manifest).read_text() != (tmp_path / "c" / manifest).read_text()
+    expect_error(capsys, "mask", str(src), "--out", str(tmp_path / "d"), "--families", "foo",
+                 match="--families")
