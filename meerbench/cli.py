@@ -137,8 +137,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = describe_protocols()
     elif args.what == "models":
         from meerbench.models.cards import describe_models
+        from meerbench.models.restorers import RESTORERS
 
-        rows = describe_models()
+        rows = describe_models() + [
+            (f"{name}+<model>", f"restore-then-recognize: OpenCV {name[8:].upper()} inpainting of "
+             "the occluder, then any model above (e.g. inpaint-telea+fisherfaces)")
+            for name in sorted(RESTORERS)]
     else:
         from meerbench.data.formats import DATASETS
 

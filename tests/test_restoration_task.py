@@ -32,3 +32,27 @@ def test_restoring_model_gets_restoration_metrics(tiny_protocol, tmp_path):
 def test_non_restoring_model_is_skipped_with_reason(tiny_protocol, tmp_path):
     result = evaluate("pixels", str(tiny_protocol), out_dir=tmp_path, progress=False).to_dict()
     assert result["metrics"]["restoration"] == {"skipped": "pixels does not restore faces"}
+
+
+def test_inpaint_then_recognize_is_a_model_with_restoration_metrics(tiny_protocol, tmp_path):
+    result = evaluate("inpaint-telea+fisherfaces", str(tiny_protocol), out_dir=tmp_path,
+                      progress=False).to_dict()
+    assert result["model"]["name"] == "inpaint-telea+fisherfaces"
+    rest = result["metrics"]["restoration"]
+    assert rest["n_images"] == 80 and rest["psnr_masked_region"]["mean"] > 5
+    assert rest["lpips"]["value"] is None and rest["lpips"]["available"] is False
+    plain = evaluate("fisherfaces", str(tiny_protocol), out_dir=None, progress=False).to_dict()
+    umr_mp = result["metrics"]["verification"]["UMR-MP"]["auc"]["value"]
+    assert umr_mp != plain["metrics"]["verification"]["UMR-MP"]["auc"]["value"]
+    same = result["metrics"]["verification"]["UMR-UMP"]["auc"]["value"]
+    assert same == plain["metrics"]["verification"]["UMR-UMP"]["auc"]["value"]
+
+
+def test_unknown_restorer_lists_known_ones():
+    import pytest
+
+    from meerbench.errors import UnknownNameError
+    from meerbench.models import load_model
+
+    with pytest.raises(UnknownNameError, match="inpaint-ns, inpaint-telea"):
+        load_model("inpaint-fast+fisherfaces")

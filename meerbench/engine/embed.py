@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from meerbench.data.dataset import Sample
-from meerbench.data.images import read_rgb
+from meerbench.data.images import read_mask, read_rgb
 from meerbench.engine.cache import EmbeddingCache
 from meerbench.engine.distributed import gather_chunks, world
 from meerbench.models.base import FaceModel
@@ -43,6 +43,23 @@ class FileImages(torch.utils.data.Dataset):
             resized = Image.fromarray(image).resize(self.frame[::-1], Image.Resampling.BILINEAR)
             image = np.asarray(resized)
         return torch.from_numpy(np.ascontiguousarray(image))
+
+
+class RestoredImages(FileImages):
+    """Masked samples restored by ``model.restore`` (with their occluder map when known) before
+    they are embedded: the input side of a restore-then-recognize model."""
+
+    def __init__(self, samples: Sequence[Sample], frame: tuple[int, int], model: FaceModel) -> None:
+        super().__init__(samples, frame)
+        self.model = model
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = super().__getitem__(index)
+        sample = self.samples[index]
+        if not sample.masked:
+            return image
+        mask = read_mask(sample.mask_map)[None] if sample.mask_map is not None else None
+        return torch.from_numpy(self.model.restore(image.numpy()[None], mask)[0])
 
 
 class ArrayImages(torch.utils.data.Dataset):

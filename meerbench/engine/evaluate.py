@@ -14,7 +14,7 @@ from meerbench.data.dataset import Dataset, DatasetSpec
 from meerbench.data.formats import open_dataset
 from meerbench.engine.cache import EmbeddingCache
 from meerbench.engine.distributed import init_from_env, rank_zero_first
-from meerbench.engine.embed import ArrayImages, FileImages, embed
+from meerbench.engine.embed import ArrayImages, FileImages, RestoredImages, embed
 from meerbench.errors import ModelError
 from meerbench.io import atomic_open, ensure_writable_dir
 from meerbench.models import load_model
@@ -69,7 +69,10 @@ def evaluate(
         "protocol": proto.id, "protocol_version": proto.version, "lists": lists,
         "manifest_sha256": dataset.manifest_hash(keys), "precision": precision,
     })
-    emb = embed(net, FileImages([dataset.samples[i] for i in needed], FRAME), cache=cache,
+    chosen = [dataset.samples[i] for i in needed]
+    images = (RestoredImages(chosen, FRAME, net) if hasattr(net, "restorer")
+              else FileImages(chosen, FRAME))
+    emb = embed(net, images, cache=cache,
                 batch_size=batch_size, workers=workers, device=device, precision=precision,
                 chunk_size=chunk_size, progress=progress)
     timings.update(embed=emb.seconds, embed_cache_hit=emb.cache_hit,
