@@ -23,6 +23,7 @@ from meerbench.metrics.errors import (
     reject_unknown_keys,
 )
 from meerbench.metrics.stats import bootstrap_samples, interval_json, percentile_interval
+from meerbench.metrics.sync import gather_updates
 from meerbench.metrics.verification import check_far_targets
 
 if TYPE_CHECKING:
@@ -414,3 +415,29 @@ def _bootstrap(outcomes: ProbeOutcomes, mated: np.ndarray, probe_ids: np.ndarray
         return values
 
     return bootstrap_samples(statistic, mated.size, probe_ids, settings.bootstrap, settings.seed)
+
+
+class IdentificationState:
+    """Accumulates probe embeddings and identities over ``update`` calls (e.g. per batch or per
+    rank's shard); ``compute`` against a gallery equals ``identification_report`` in one shot.
+    Under ``torch.distributed`` every rank's probes are gathered (rank order) first."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, probe_emb: ArrayLike, probe_ids: ArrayLike) -> None:
+        emb, ids = np.asarray(probe_emb), np.asarray(probe_ids)
+        if emb.ndim != 2 or len(emb) != len(ids):
+            raise MetricInputError(
+                f"probe embeddings must be (n, d) with one identity each; got {emb.shape} and "
+                f"{len(ids)} identities")
+        self._parts.append((emb, ids))
+
+    def compute(self, gallery_emb: ArrayLike, gallery_ids: ArrayLike,
+                settings: IdentificationSettings | None = None) -> dict[str, Any]:
+        parts = gather_updates(self._parts)
+        if not parts:
+            raise MetricInputError("no probes given: update() was never called")
+        return identification_report(np.concatenate([p[0] for p in parts]),
+                                     np.concatenate([p[1] for p in parts]),
+                                     gallery_emb, gallery_ids, settings)

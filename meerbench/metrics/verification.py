@@ -24,6 +24,7 @@ from meerbench.metrics.errors import (
     reject_unknown_keys,
 )
 from meerbench.metrics.stats import bootstrap_samples, interval_json, percentile_interval
+from meerbench.metrics.sync import gather_updates
 
 ACCURACY_RULES = ("insightface", "exact")
 TAR_RULES = ("floor", "nearest", "interp")
@@ -557,7 +558,10 @@ def _bootstrap(ranked: SortedScores, folds: ArrayLike | None, accuracy: KFoldAcc
 
 
 class VerificationState:
-    """Accumulates (scores, labels, folds, groups) over ``update`` calls; ``compute`` = one shot."""
+    """Accumulates (scores, labels, folds, groups) over ``update`` calls; ``compute`` = one shot.
+
+    Under ``torch.distributed`` every rank's updates are gathered (rank order) before computing.
+    """
 
     def __init__(self) -> None:
         self._parts: list[tuple[np.ndarray, ...]] = []
@@ -574,11 +578,12 @@ class VerificationState:
         self._parts.append(parts)
 
     def compute(self, settings: VerificationSettings | None = None) -> dict[str, Any]:
-        if not self._parts:
+        parts = gather_updates(self._parts)
+        if not parts:
             raise MetricInputError("no scores given: update() was never called")
         columns = [
             None if part[0] is None else np.concatenate(part)
-            for part in zip(*self._parts, strict=True)
+            for part in zip(*parts, strict=True)
         ]
         return verification_report(*columns[:3], settings=settings, groups=columns[3])
 
