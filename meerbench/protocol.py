@@ -367,23 +367,36 @@ def _generated_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
             genuine = [g for g in _genuine_candidates(ids, by_id_state, ref_masked, probe_masked)
                        if g not in links and g[::-1] not in links]
             half = task.pairs_per_fold // 2
+            if task.allow_fewer:
+                half = min(half, len(genuine))
+                if half == 0:
+                    continue  # this fold has no genuine pair for this condition
             if len(genuine) < half:
-                if not task.allow_fewer or not genuine:
-                    raise ProtocolError(
-                        f"Dataset {dataset.name}, condition {cond}, fold {fold}: only "
-                        f"{len(genuine)} genuine pairs possible, {half} needed; lower "
-                        "tasks.verification.pairs_per_fold (or set allow_fewer: true)."
-                    )
-                half = len(genuine)
+                raise ProtocolError(
+                    f"Dataset {dataset.name}, condition {cond}, fold {fold}: only "
+                    f"{len(genuine)} genuine pairs possible, {half} needed; lower "
+                    "tasks.verification.pairs_per_fold (or set allow_fewer: true)."
+                )
             pick = np.sort(rng.choice(len(genuine), size=half, replace=False))
             gen = np.asarray(genuine, dtype=np.int64)[pick]
             imp = _impostor_pairs(ids, by_id_state, ref_masked, probe_masked, half, rng)
+            if len(imp) < half:
+                if task.allow_fewer and not len(imp):
+                    continue  # one identity with such images: no impostor, so no balanced fold
+                if not task.allow_fewer:
+                    raise ProtocolError(
+                        f"Dataset {dataset.name}, condition {cond}, fold {fold}: only {len(imp)} "
+                        f"distinct impostor pairs possible, {half} needed.")
+                gen = gen[np.sort(rng.choice(half, size=len(imp), replace=False))]
+                half = len(imp)  # allow_fewer keeps the classes balanced
             rows = np.concatenate([gen, imp])
             meta = np.column_stack([
                 np.r_[np.ones(half, np.int64), np.zeros(half, np.int64)],
                 np.full(2 * half, fold), np.full(2 * half, c_index),
             ])
             blocks.append(np.column_stack([rows, meta]))
+    if not blocks:
+        raise ProtocolError(f"Dataset {dataset.name}: no genuine pair in any condition or fold.")
     return _pair_list(np.concatenate(blocks), task, dataset)
 
 
@@ -417,8 +430,11 @@ def _impostor_pairs(
     ids: list[str], table: dict[tuple[str, bool], list[int]], ref_masked: bool, probe_masked: bool,
     count: int, rng: np.random.Generator,
 ) -> np.ndarray:
+    """Up to ``count`` distinct impostor pairs (fewer when the fold cannot give more)."""
     refs = [i for i in ids if table.get((i, ref_masked))]
     probes = [i for i in ids if table.get((i, probe_masked))]
+    if not refs or not probes or len(set(refs) | set(probes)) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
     chosen: set[tuple[int, int]] = set()
     out: list[tuple[int, int]] = []
     for _ in range(count * 50):
@@ -434,9 +450,7 @@ def _impostor_pairs(
         if canon not in chosen:
             chosen.add(canon)
             out.append(pair)
-    if len(out) < count:
-        raise ProtocolError(f"Could not draw {count} distinct impostor pairs from {len(ids)} identities.")
-    return np.asarray(out, dtype=np.int64)
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
 def build_gallery(task: IdentificationTask, dataset: Dataset) -> Gallery:
