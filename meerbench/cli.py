@@ -97,9 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sha256", help="expected sha256 when the card does not record one")
     fetch.set_defaults(func=cmd_weights_fetch)
 
-    rep = sub.add_parser("report", help="Markdown tables from Result files")
+    rep = sub.add_parser("report", help="tables (md, LaTeX, CSV, HTML) and plots from Results")
     rep.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
+    rep.add_argument("--out", help="folder for tables and plots (default: print Markdown)")
+    rep.add_argument("--format", nargs="+", default=["md", "latex", "csv", "html"],
+                     choices=("md", "latex", "csv", "html"))
+    rep.add_argument("--reference", help="model that significance markers compare against")
+    rep.add_argument("--rounds", type=int, default=1000, help="paired bootstrap rounds")
+    rep.add_argument("--no-plots", action="store_true")
     rep.set_defaults(func=cmd_report)
+
+    board = sub.add_parser("leaderboard", help="leaderboard.md + static HTML; --check gates CI")
+    board.add_argument("results", nargs="+", help="Result JSON files or folders of them")
+    board.add_argument("--out", default="reports", help="folder for the leaderboard")
+    board.add_argument("--check", metavar="REPORTS_DIR",
+                       help="compare against a committed leaderboard; exit 1 on any number that "
+                            "moved beyond its tolerance")
+    board.set_defaults(func=cmd_leaderboard)
+
+    cmp_ = sub.add_parser("compare", help="per-condition differences with paired significance")
+    cmp_.add_argument("a", help="Result JSON of model A")
+    cmp_.add_argument("b", help="Result JSON of model B (same protocol)")
+    cmp_.add_argument("--rounds", type=int, default=1000)
+    cmp_.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -244,21 +264,29 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from meerbench.report.tables import verification_tables
-    from meerbench.results import read_result
+    from meerbench.report.commands import report_command
 
-    files: list[Path] = []
-    for p in map(Path, args.paths):
-        if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise MeerbenchError(f"No such file or folder: {p}")
-    if not files:
-        raise MeerbenchError(f"No Result JSON files found in {', '.join(args.paths)}.")
-    print(verification_tables(read_result(f) for f in files), end="")
-    return 0
+    return _emit(report_command(args.paths, args.out, args.format, args.reference, args.rounds,
+                                plots=not args.no_plots))
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from meerbench.report.commands import leaderboard_command
+
+    out = None if args.check else args.out
+    return _emit(leaderboard_command(args.results, out=out, check=args.check))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from meerbench.report.commands import compare_command
+
+    return _emit(compare_command(args.a, args.b, rounds=args.rounds))
+
+
+def _emit(outcome: tuple[int, str]) -> int:
+    code, text = outcome
+    print(text, end="" if text.endswith("\n") else "\n")
+    return code
 
 
 def summary_table(result: dict[str, Any]) -> str:

@@ -16,6 +16,10 @@ from typing import IO, Any
 from meerbench.errors import MeerbenchError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and check it is writable, with a clear error if not."""
     try:
@@ -33,6 +37,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle

@@ -56,3 +56,15 @@ def test_unknown_restorer_lists_known_ones():
 
     with pytest.raises(UnknownNameError, match="inpaint-ns, inpaint-telea"):
         load_model("inpaint-fast+fisherfaces")
+
+
+def test_restoration_samples_and_per_family_metrics_are_written(tiny_protocol, tmp_path):
+    result = evaluate(GreyFill("grey-fill"), str(tiny_protocol), out_dir=tmp_path,
+                      progress=False).to_dict()
+    with np.load(tmp_path / result["files"]["restoration_samples"]) as npz:
+        assert npz["restored"].shape == npz["truth"].shape == (8, 112, 112, 3)
+        assert len(npz["keys"]) == 8
+    by_family = result["metrics"]["verification_by_family"]
+    assert "UMR-UMP" not in by_family and set(by_family) <= {"UMR-MP", "MR-MP"}
+    assert by_family and all(f in ("surgical", "cloth", "n95", "kn95", "fabric")
+                             for cond in by_family.values() for f in cond)

@@ -91,15 +91,19 @@ def evaluate(
         scores = np.einsum("ij,ij->i", emb.embeddings[row[pairs.ref]],
                            emb.embeddings[row[pairs.probe]]).astype(np.float64)
         metrics["verification"] = verification_by_condition(proto, dataset, pairs, scores)
+        metrics["verification_by_family"] = verification_by_family(proto, dataset, pairs, scores)
         counts["pairs"] = {c: int((pairs.condition == c).sum()) for c in proto.verification.conditions}
         if out is not None:
             files["scores"] = write_pair_scores(out / f"{stem}.scores.csv", dataset, pairs, scores)
     if gallery is not None:
         metrics["identification"] = identification(proto, dataset, gallery, emb.embeddings, row)
-    if proto.restoration is not None:
-        metrics["restoration"] = (
-            restoration(net, proto, dataset, data, device, batch_size, progress)
-            if net.can_restore() else {"skipped": f"{net.name} does not restore faces"})
+    if proto.restoration is not None and not net.can_restore():
+        metrics["restoration"] = {"skipped": f"{net.name} does not restore faces"}
+    elif proto.restoration is not None:
+        metrics["restoration"], samples = restoration(net, proto, dataset, data, device,
+                                                      batch_size, progress)
+        if out is not None and samples is not None:
+            files["restoration_samples"] = write_npz(out / f"{stem}.restoration.npz", samples)
     timings["metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 
@@ -141,6 +145,24 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def verification_by_family(
+    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per condition with masked probes, the metrics of the pairs whose probe wears each family."""
+    from meerbench.metrics.verification import VerificationSettings, verification_report
+
+    settings = VerificationSettings.from_dict(proto.metrics["verification"])
+    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
+    report: dict[str, dict[str, Any]] = {}
+    for cond in proto.verification.conditions:
+        for fam in sorted(set(family[pairs.condition == cond]) - {""}):
+            sel = (pairs.condition == cond) & (family == fam)
+            if 0 < pairs.label[sel].sum() < sel.sum():
+                report.setdefault(cond, {})[fam] = verification_report(
+                    scores[sel], pairs.label[sel], pairs.fold[sel], settings)
+    return report
+
+
 def verification_by_condition(
     proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
 ) -> dict[str, Any]:
@@ -176,7 +198,7 @@ def identification(
 
 
 def restoration(net: FaceModel, proto: Protocol, dataset: Dataset, data: Any, device: str,
-                batch_size: int, progress: bool) -> dict[str, Any]:
+                batch_size: int, progress: bool) -> tuple[dict[str, Any], dict | None]:
     """Restore every masked image that has an unmasked twin; score it against the twin."""
     from meerbench.data.images import read_mask, read_rgb
     from meerbench.metrics.restoration import restoration_report
@@ -184,7 +206,7 @@ def restoration(net: FaceModel, proto: Protocol, dataset: Dataset, data: Any, de
     task = proto.restoration
     chosen = [s for s in dataset.samples if s.masked and s.twin is not None]
     if not chosen:
-        return {"skipped": f"{dataset.name} has no masked images with unmasked ground truth"}
+        return {"skipped": f"{dataset.name} has no masked images with unmasked ground truth"}, None
     chosen = chosen[: task.max_images] if task.max_images else chosen
     masked = np.stack([read_rgb(s.path) for s in chosen])
     truth = np.stack([read_rgb(s.twin) for s in chosen])
@@ -200,7 +222,18 @@ def restoration(net: FaceModel, proto: Protocol, dataset: Dataset, data: Any, de
                 progress=progress).embeddings
     report = restoration_report(restored, truth, maps, restored_emb=emb[: len(chosen)],
                                 target_emb=emb[len(chosen):], recognizer=task.recognizer)
-    return report
+    # a fixed, seeded pick of examples for restoration grids (the same keys for every model)
+    pick = np.sort(np.random.default_rng(0).choice(len(chosen), min(8, len(chosen)),
+                                                   replace=False))
+    samples = {"keys": np.array([chosen[i].key for i in pick]), "masked": masked[pick],
+               "restored": restored[pick], "truth": truth[pick]}
+    return report, samples
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    with atomic_open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path.name
 
 
 def write_pair_scores(path: Path, dataset: Dataset, pairs: Any, scores: np.ndarray) -> str:

@@ -1,0 +1,62 @@
+"""What the ``report``, ``leaderboard`` and ``compare`` commands do, without argparse.
+
+Each returns (exit status, text to print); errors are MeerbenchError (exit status 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from meerbench.errors import MeerbenchError
+from meerbench.report.grid import load_runs
+
+
+def report_command(paths: Sequence[str], out: str | None = None,
+                   formats: Sequence[str] = ("md", "latex", "csv", "html"),
+                   reference: str | None = None, rounds: int = 1000,
+                   plots: bool = True) -> tuple[int, str]:
+    """Tables in ``formats`` and every plot into ``out``; without ``out``, Markdown to print."""
+    from meerbench.report.plots import write_plots
+    from meerbench.report.tables import Report, markdown, write_tables
+
+    report = Report.build(load_runs(paths), reference, rounds)
+    if out is None:
+        return 0, markdown(report)
+    folder = Path(out)
+    files = write_tables(report, folder, formats)
+    notes: list[str] = []
+    if plots:
+        drawn = write_plots(report.grid, folder / "plots")
+        files += drawn.files
+        notes = drawn.notes
+    lines = [f"wrote {len(files)} files to {folder}", *(f"  {f}" for f in files)]
+    lines += [f"note: {n}" for n in notes]
+    return 0, "\n".join(lines) + "\n"
+
+
+def leaderboard_command(results: Sequence[str], out: str | None = "reports",
+                        check: str | None = None) -> tuple[int, str]:
+    """Write the leaderboard into ``out``, or with ``check`` diff it against a committed one."""
+    from meerbench.report.leaderboard import check_leaderboard, format_moved, write_leaderboard
+
+    if check is not None:
+        reports = Path(check)
+        moved = check_leaderboard(results, reports)
+        if moved:
+            return 1, format_moved(moved, reports) + "\n"
+        return 0, f"leaderboard matches {reports / 'leaderboard.json'} within its tolerances\n"
+    folder = Path(out or "reports")
+    files = write_leaderboard(load_runs(results), folder)
+    return 0, (f"wrote {folder / 'leaderboard.html'}, leaderboard.md, leaderboard.json and "
+               f"{len(files) - 3} plot files\n")
+
+
+def compare_command(a: str, b: str, rounds: int = 1000) -> tuple[int, str]:
+    """Per-condition differences B - A with paired tests."""
+    from meerbench.report.compare import compare
+
+    runs = [load_runs([path]) for path in (a, b)]
+    if any(len(r) != 1 for r in runs):
+        raise MeerbenchError("compare takes two Result JSON files, not folders.")
+    return 0, compare(runs[0][0], runs[1][0], rounds)

@@ -1,0 +1,322 @@
+"""Figures from Results and their score files, as PNG and PDF (matplotlib, Agg, no pyplot).
+
+ROC and DET (log FAR axis) per protocol condition with models overlaid, genuine/impostor score
+histograms, CMC, DIR vs FPIR, per-occluder-family bars and restoration grids. Every model keeps
+one colour (Okabe-Ito, colour-blind safe) and line style in every figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meerbench.io import ensure_writable_dir
+from meerbench.metrics.verification import roc
+from meerbench.report.grid import Grid, ProtocolKey, Run
+
+# Okabe & Ito (2008), "Color Universal Design", ordered for contrast on white (yellow last).
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
+             "#F0E442")
+LINESTYLES = ("-", "--", "-.", ":")
+DPI = 150
+SIZE = (4.8, 3.6)  # inches: 720 x 540 pixels at DPI
+PANEL = (2.4, 2.0)  # one histogram panel
+CELL = 0.9  # one restoration-grid image
+AXES = (0.6, 0.15, 0.5, 0.35)  # margins in inches: left, right, bottom, top
+STYLE = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+    "axes.spines.right": False, "lines.linewidth": 1.4, "pdf.fonttype": 42,
+}
+METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One written figure: ``files`` maps format to path."""
+
+    kind: str
+    protocol: str
+    condition: str
+    files: dict[str, Path]
+
+
+@dataclass
+class Plots:
+    """Written figures and notes on figures that could not be drawn (and why)."""
+
+    plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for plot in self.plots for p in plot.files.values()]
+
+
+def styles(models: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Colour and line style per model, stable for a given set of model names."""
+    return {m: {"color": OKABE_ITO[i % len(OKABE_ITO)],
+                "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+            for i, m in enumerate(sorted(models))}
+
+
+def histogram_size(n_models: int) -> tuple[float, float]:
+    cols = min(3, n_models)
+    return PANEL[0] * cols, PANEL[1] * math.ceil(n_models / cols)
+
+
+def restoration_grid_size(n_models: int, n_samples: int) -> tuple[float, float]:
+    return CELL * (n_models + 2), CELL * n_samples + 0.35
+
+
+def write_plots(grid: Grid, out: Path, formats: Sequence[str] = ("png", "pdf")) -> Plots:
+    """Draw every figure the Results support into ``out``; say why the others are missing."""
+    import matplotlib
+
+    ensure_writable_dir(out)
+    result = Plots()
+    look = styles(grid.models)
+    with matplotlib.rc_context(STYLE):
+        for protocol in grid.protocols:
+            _verification(grid, protocol, look, out, formats, result)
+            _identification(grid, protocol, look, out, formats, result)
+            _restoration(grid, protocol, out, formats, result)
+    return result
+
+
+def _figure(size: tuple[float, float], margins: tuple[float, float, float, float] = AXES,
+            wspace: float = 0.2, hspace: float = 0.75) -> Any:
+    """A figure with fixed margins (left, right, bottom, top) in inches: fixed layouts are
+    several times faster to draw than constrained ones and keep every plot aligned."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=DPI)
+    left, right, bottom, top = margins
+    fig.subplots_adjust(left=left / size[0], right=1 - right / size[0], bottom=bottom / size[1],
+                        top=1 - top / size[1], wspace=wspace, hspace=hspace)
+    return fig
+
+
+def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> dict[str, Path]:
+    files = {}
+    for fmt in formats:
+        files[fmt] = out / f"{stem}.{fmt}"
+        fig.savefig(files[fmt], format=fmt, metadata=METADATA.get(fmt))
+    return files
+
+
+def _by_condition(run: Run, condition: str) -> tuple[np.ndarray, np.ndarray] | None:
+    table = run.scores()
+    if table is None or table.conditions is None:
+        return None
+    sel = table.conditions == condition
+    labels = table.labels[sel]
+    return (table.scores[sel], labels) if 0 < labels.sum() < labels.size else None
+
+
+def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, Any]],
+                  out: Path, formats: Sequence[str], result: Plots) -> None:
+    label, slug = grid.label(protocol), grid.slug(protocol)
+    conditions = dict.fromkeys(c.condition for c in grid.columns
+                               if c.protocol == protocol and c.metric.task == "verification")
+    for cond in conditions:
+        data = {m: d for m in grid.models if (run := grid.run(m, protocol))
+                and (d := _by_condition(run, cond)) is not None}
+        if not data:
+            result.notes.append(f"ROC, DET and histograms for {label} {cond}: no score file "
+                                "with both genuine and impostor pairs.")
+            continue
+        for kind, draw in (("roc", _roc), ("det", _det)):
+            fig = _figure(SIZE)
+            draw(fig.add_subplot(), data, look)
+            fig.suptitle(f"{kind.upper()} · {label} · {cond}")
+            result.plots.append(Plot(kind, label, cond,
+                                     _save(fig, out, f"{kind}__{slug}__{cond}", formats)))
+        fig = _figure(histogram_size(len(data)), (0.15, 0.1, 0.45, 0.55), 0.08)
+        _histograms(fig, data)
+        fig.suptitle(f"Genuine and impostor scores · {label} · {cond}")
+        result.plots.append(Plot("hist", label, cond,
+                                 _save(fig, out, f"hist__{slug}__{cond}", formats)))
+        _families(grid, protocol, cond, look, out, formats, result)
+
+
+def _roc(ax: Any, data: dict[str, tuple[np.ndarray, np.ndarray]],
+         look: dict[str, dict[str, Any]]) -> None:
+    floor = 1.0
+    for model, (scores, labels) in data.items():
+        curve = roc(scores, labels)
+        keep = curve.far > 0
+        ax.plot(curve.far[keep], 100 * curve.tar[keep], drawstyle="steps-post", label=model,
+                **look[model])
+        floor = min(floor, 1.0 / curve.n_impostor)
+    ax.set_xscale("log")
+    ax.set_xlim(10 ** math.floor(math.log10(floor)), 1)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("False accept rate (FAR)")
+    ax.set_ylabel("True accept rate (TAR, %)")
+    ax.legend(loc="lower right")
+
+
+def _det(ax: Any, data: dict[str, tuple[np.ndarray, np.ndarray]],
+         look: dict[str, dict[str, Any]]) -> None:
+    floor_far, floor_frr = 1.0, 1.0
+    for model, (scores, labels) in data.items():
+        curve = roc(scores, labels)
+        frr = 1.0 - curve.tar
+        keep = (curve.far > 0) & (frr > 0)
+        ax.plot(curve.far[keep], frr[keep], drawstyle="steps-post", label=model, **look[model])
+        floor_far = min(floor_far, 1.0 / curve.n_impostor)
+        floor_frr = min(floor_frr, 1.0 / curve.n_genuine)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(10 ** math.floor(math.log10(floor_far)), 1)
+    ax.set_ylim(10 ** math.floor(math.log10(floor_frr)), 1)
+    ax.set_xlabel("False accept rate (FAR)")
+    ax.set_ylabel("False reject rate (FRR)")
+    ax.legend(loc="lower left")
+
+
+def _histograms(fig: Any, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    cols = min(3, len(data))
+    rows = math.ceil(len(data) / cols)
+    everything = np.concatenate([s for s, _ in data.values()])
+    bins = np.linspace(everything.min(), everything.max(), 41)
+    for i, (model, (scores, labels)) in enumerate(data.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.hist(scores[labels], bins=bins, density=True, alpha=0.6, color=OKABE_ITO[3],
+                label="genuine")
+        ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, color=OKABE_ITO[4],
+                label="impostor")
+        ax.set_title(model)
+        ax.set_xlabel("score")
+        ax.set_yticks([])
+        if i == 0:
+            ax.legend(loc="upper left")
+
+
+def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict[str, Any]],
+              out: Path, formats: Sequence[str], result: Plots) -> None:
+    """EER per occluder family of the probe (Result ``metrics.verification_by_family``)."""
+    label = grid.label(protocol)
+    found = {m: fam for m in grid.models if (run := grid.run(m, protocol))
+             and (fam := run.result["metrics"].get("verification_by_family", {}).get(cond))}
+    if not found:
+        result.notes.append(f"Per-occluder-family bars for {label} {cond}: skipped, no Result "
+                            "carries metrics.verification_by_family for this condition.")
+        return
+    families = sorted({f for fam in found.values() for f in fam})
+    width = 0.8 / len(found)
+    fig = _figure(SIZE)
+    ax = fig.add_subplot()
+    for i, (model, fam) in enumerate(found.items()):
+        x = np.arange(len(families)) + (i - (len(found) - 1) / 2) * width
+        values, errors = [], [[], []]
+        for f in families:
+            eer = fam.get(f, {}).get("eer") or {}
+            v, ci = eer.get("value"), eer.get("ci95")
+            values.append(np.nan if v is None else 100 * v)
+            errors[0].append(0 if v is None or ci is None else 100 * (v - ci[0]))
+            errors[1].append(0 if v is None or ci is None else 100 * (ci[1] - v))
+        ax.bar(x, values, width, yerr=errors, capsize=2, label=model, color=look[model]["color"])
+    ax.set_xticks(np.arange(len(families)), families)
+    ax.set_ylabel("EER (%), 95% interval")
+    ax.set_xlabel("occluder family of the probe")
+    ax.legend()
+    fig.suptitle(f"EER by occluder family · {label} · {cond}")
+    slug = grid.slug(protocol)
+    result.plots.append(Plot("families", label, cond,
+                             _save(fig, out, f"families__{slug}__{cond}", formats)))
+
+
+def _identification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, Any]],
+                    out: Path, formats: Sequence[str], result: Plots) -> None:
+    found = {m: ident for m in grid.models if (run := grid.run(m, protocol))
+             and (ident := run.result["metrics"].get("identification"))}
+    if not found:
+        return
+    label, slug = grid.label(protocol), grid.slug(protocol)
+    draws: list[tuple[str, str, Callable[[Any], None]]] = [
+        ("cmc", "CMC", lambda ax: _cmc(ax, found, look))]
+    if any(i["dir_at_fpir"] for i in found.values()):
+        draws.append(("dir", "DIR vs FPIR", lambda ax: _dir(ax, found, look)))
+    for kind, title, draw in draws:
+        fig = _figure(SIZE)
+        draw(fig.add_subplot())
+        fig.suptitle(f"{title} · {label}")
+        result.plots.append(Plot(kind, label, "identification",
+                                 _save(fig, out, f"{kind}__{slug}", formats)))
+
+
+def _cmc(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, Any]]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for model, ident in found.items():
+        ranks = np.arange(1, len(ident["cmc"]) + 1)
+        ax.plot(ranks, 100 * np.asarray(ident["cmc"]), marker="o", markersize=2.5, label=model,
+                **look[model])
+    ax.set_ylim(0, 100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Rank")
+    ax.set_ylabel("Identification rate (%)")
+    ax.legend(loc="lower right")
+
+
+def _dir(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, Any]]) -> None:
+    for model, ident in found.items():
+        points = ident["dir_at_fpir"]
+        if not points:
+            continue
+        x = np.array([p["fpir_target"] for p in points])
+        y = np.array([100 * p["dir"] for p in points])
+        cis = ident.get("ci95", {}).get("dir_at_fpir") or [None] * len(points)
+        err = np.array([[0, 0] if ci is None else [y[i] - 100 * ci[0], 100 * ci[1] - y[i]]
+                        for i, ci in enumerate(cis)]).T
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, label=model,
+                    **look[model])
+    ax.set_xscale("log")
+    ax.set_ylim(0, min(100.0, max(5.0, 1.15 * ax.get_ylim()[1])))
+    ax.set_xlabel("False positive identification rate (FPIR target)")
+    ax.set_ylabel("Detection and identification rate (DIR, %)")
+    ax.legend(loc="upper left")
+
+
+def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence[str],
+                 result: Plots) -> None:
+    """Masked input | each model's restoration | ground truth, for the Result's samples."""
+    label = grid.label(protocol)
+    runs = [r for m in grid.models if (r := grid.run(m, protocol))
+            and "skipped" not in r.result["metrics"].get("restoration", {"skipped": ""})]
+    if not runs:
+        return
+    samples = {r.model: np.load(path) for r in runs
+               if (path := r.file("restoration_samples")) is not None}
+    if not samples:
+        result.notes.append(f"Restoration grid for {label}: skipped, no Result names a "
+                            "files.restoration_samples archive.")
+        return
+    first = next(iter(samples.values()))
+    keys = first["keys"]
+    models = [m for m, s in samples.items() if np.array_equal(s["keys"], keys)]
+    fig = _figure(restoration_grid_size(len(models), len(keys)), (0.02, 0.02, 0.02, 0.3),
+                  0.04, 0.04)
+    columns = [("masked", first["masked"])] + [(m, samples[m]["restored"]) for m in models]
+    columns.append(("ground truth", first["truth"]))
+    for row in range(len(keys)):
+        for col, (name, images) in enumerate(columns):
+            ax = fig.add_subplot(len(keys), len(columns), row * len(columns) + col + 1)
+            ax.imshow(images[row])
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(name, fontsize=6)
+    slug = grid.slug(protocol)
+    result.plots.append(Plot("restoration", label, "restoration",
+                             _save(fig, out, f"restoration__{slug}", formats)))
+    left = sorted(set(samples) - set(models))
+    if left:
+        result.notes.append(f"Restoration grid for {label}: {', '.join(left)} left out, their "
+                            "samples are other images than the first model's.")

@@ -1,0 +1,98 @@
+"""Paired tests of one model against another from their per-pair score files.
+
+Accuracy: McNemar on per-pair decisions, each model at its own k-fold thresholds (recomputed from
+the score file under the Result's rule). TAR@FAR: paired bootstrap of the TAR difference,
+resampling probe identities. Other metrics have no paired test here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from meerbench.metrics.errors import MetricInputError
+from meerbench.metrics.scorefiles import ScoreTable
+from meerbench.metrics.stats import mcnemar, paired_bootstrap_tar_difference
+from meerbench.metrics.verification import kfold_accuracy
+from meerbench.report.grid import Column, Run
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Model minus reference on the same pairs; ``ci95`` only for the bootstrap."""
+
+    test: str
+    p_value: float
+    difference: float
+    ci95: list[float] | None = None
+
+    @property
+    def marker(self) -> str:
+        return "**" if self.p_value < 0.01 else "*" if self.p_value < 0.05 else ""
+
+
+def has_test(column: Column) -> bool:
+    key = column.metric.key
+    return column.metric.task == "verification" and (key == "acc" or key.startswith("tar@"))
+
+
+def paired_test(run: Run, reference: Run, column: Column, rounds: int = 1000,
+                seed: int = 0) -> PairedTest | str:
+    """The test of ``run`` against ``reference`` on ``column``, or why there is none."""
+    if not has_test(column):
+        return "no paired test for this metric"
+    lists = [r.result["protocol"].get("lists", {}).get("verification") for r in (run, reference)]
+    if run.protocol != reference.protocol or lists[0] != lists[1]:
+        return "different pair lists"
+    tables = [run.scores(), reference.scores()]
+    if tables[0] is None or tables[1] is None:
+        return "no score file"
+    a, b = (_condition(t, column.condition) for t in tables)
+    if a is None or b is None or not _same_pairs(a, b):
+        return "score files hold different pairs"
+    if a.labels.all() or not a.labels.any():
+        return "needs genuine and impostor pairs"
+    try:
+        return _test(run, a, b, column, rounds, seed)
+    except MetricInputError as exc:
+        return str(exc)
+
+
+def _test(run: Run, a: ScoreTable, b: ScoreTable, column: Column, rounds: int,
+          seed: int) -> PairedTest:
+    """McNemar for accuracy, paired bootstrap for TAR@FAR, on one condition's pairs."""
+    key = column.metric.key
+    if key == "acc":
+        rule = run.result["metrics"]["verification"][column.condition]["accuracy"]["rule"]
+        accs = [kfold_accuracy(t.scores, t.labels, t.folds, rule) for t in (a, b)]
+        test = mcnemar(*(acc.accepts(t.scores, t.folds) == t.labels
+                         for acc, t in zip(accs, (a, b), strict=True)))
+        exact = " (exact)" if test["exact"] else ""
+        return PairedTest(f"McNemar{exact}", float(test["p_value"]), accs[0].mean - accs[1].mean)
+    tar = next(t for t in run.result["metrics"]["verification"][column.condition]["tar_at_far"]
+               if f"tar@{t['target']:g}" == key)
+    groups = None if a.probe_ids is None else np.unique(a.probe_ids, return_inverse=True)[1]
+    test = paired_bootstrap_tar_difference(a.scores, b.scores, a.labels, tar["target"],
+                                           tar["rule"], groups, rounds, seed)
+    return PairedTest("paired bootstrap", float(test["p_value"]), test["difference"],
+                      test["ci95"])
+
+
+def _condition(table: ScoreTable, condition: str) -> ScoreTable | None:
+    if table.conditions is None or table.folds is None:
+        return None
+    sel = table.conditions == condition
+    if not sel.any():
+        return None
+    pick = {name: None if (v := getattr(table, name)) is None else v[sel]
+            for name in ("scores", "labels", "ref_ids", "probe_ids", "folds", "conditions",
+                         "refs", "probes")}
+    return ScoreTable(**pick)
+
+
+def _same_pairs(a: ScoreTable, b: ScoreTable) -> bool:
+    if a.scores.size != b.scores.size or not np.array_equal(a.labels, b.labels):
+        return False
+    return all(x is None or y is None or np.array_equal(x, y)
+               for x, y in ((a.refs, b.refs), (a.probes, b.probes), (a.folds, b.folds)))
