@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate a model on a protocol")
-    run.add_argument("--model", default="fisherfaces", help="registered model name")
+    run.add_argument("--model", default="meer", help="registered model name (default: meer)")
     run.add_argument("--weights", help="checkpoint file to load instead of the card's weights")
     run.add_argument("--protocol", default="synthmask", help="protocol name or YAML path")
     run.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--seed", type=int, default=0)
     met.set_defaults(func=cmd_metrics)
 
+    trn = sub.add_parser("train", help="train MEER or a baseline from a YAML config (torchrun-ready)")
+    trn.add_argument("--config", required=True, help="training YAML (configs/train/*.yaml)")
+    trn.add_argument("--out", help="output folder (default: runs/<name>)")
+    trn.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    trn.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step")
+    trn.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trn.set_defaults(func=cmd_train)
+
     wts = sub.add_parser("weights", help="download a model's weights into the cache")
     wts_sub = wts.add_subparsers(dest="action", required=True)
     fetch = wts_sub.add_parser("fetch", help="download, check sha256, place atomically")
@@ -139,6 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(summary_table(result.to_dict()))
     print(f"\nResult: {Path(args.out) / (result.stem + '.json')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from meerbench.engine.distributed import world
+    from meerbench.train import train
+
+    out = train(args.config, args.out, resume=not args.no_resume, progress=not args.no_progress,
+                stop_after=args.stop_after)
+    if world()[0] == 0:
+        print(f"trained model in {out}")
     return 0
 
 

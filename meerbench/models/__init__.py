@@ -11,6 +11,17 @@ if TYPE_CHECKING:
     from meerbench.models.base import FaceModel
 
 register_builtin_cards()  # every model card in baselines/*.yaml
+# Reference models trained by this project (baselines/<name>/, see docs/meer.md).
+for _name, _attr, _text in (
+    ("meer-s", "meer_s", "MEER-S reference (decoupling + restoration + id-preserving refinement; "
+                         "IResNet-18 x0.25 at 48 px, trained on synthmask-train on CPU)"),
+    ("arcface-s", "arcface_s", "ArcFace on unmasked images; same encoder, pipeline and budget"),
+    ("arcface-s-maskaug", "arcface_s_maskaug",
+     "ArcFace on masked + unmasked images; same encoder, pipeline and budget"),
+    ("from-s", "from_s", "FROM-style predicted-mask feature gate; same encoder and budget"),
+    ("meer", "meer", "The best available MEER checkpoint (meer-r100, meer-r50, else meer-s)"),
+):
+    MODELS.add_lazy(_name, f"meerbench.models.meer:{_attr}", _text)
 
 
 def load_model(name: str, **kwargs: Any) -> FaceModel:

@@ -1,0 +1,199 @@
+"""Training data: (masked, unmasked twin, occluder map) pairs held in memory as uint8 tensors.
+
+The training protocol's images are decoded once, resized to the model's input size with the same
+antialiased bilinear resize the FaceModel contract applies at test time, and kept in an on-disk
+cache (``$MEERBENCH_HOME/train-cache``) shared by every run with that input size. At 64x64 the
+2,000-identity ``synthmask-train`` split (40,000 masked images and their 40,000 twins) is about
+1 GB of images plus 0.16 GB of maps; the 112x112 originals would be 3 GB.
+
+Batches are a pure function of (seed, step): each epoch is a seeded permutation of the training
+pairs and a step takes the next ``batch_pairs`` positions of that stream, and flips are drawn from
+a generator seeded by (seed, step). Resuming at step N therefore continues the same data order
+with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from meerbench.data.dataset import Dataset
+from meerbench.data.formats import open_dataset
+from meerbench.data.images import read_mask, read_rgb
+from meerbench.engine.distributed import rank_zero_first
+from meerbench.errors import DatasetError
+from meerbench.io import atomic_open
+from meerbench.protocol import load_protocol
+from meerbench.settings import home
+from meerbench.train.config import TrainConfig
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class PairTable:
+    """Row i is one masked image, its unmasked twin and its map, with labels."""
+
+    masked: np.ndarray  # (P,) index into images
+    twin: np.ndarray  # (P,) index into images
+    family: np.ndarray  # (P,) occluder-family class
+    identity: np.ndarray  # (P,) identity index (0..I-1 over the sorted identities used)
+
+
+@dataclass
+class TrainData:
+    dataset: Dataset  # the samples used (first ``identities`` identities)
+    images: torch.Tensor  # (N, S, S, 3) uint8, row i = dataset.samples[i]
+    maps: torch.Tensor  # (N, S, S) uint8 occluder coverage 0..255 (0 for unmasked samples)
+    pairs: PairTable  # training pairs (held-out identities removed)
+    classes: int  # training identities
+    holdout: list[str]  # held-out identity names (validation only)
+
+
+def load_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
+    """Open (generating if needed) the training protocol's data and build the pair tables."""
+    proto = load_protocol(cfg.data.protocol)
+    with rank_zero_first():
+        dataset = open_dataset(proto.dataset)
+    identities = sorted({s.identity for s in dataset.samples})
+    if cfg.data.identities is not None:
+        if cfg.data.identities > len(identities):
+            raise DatasetError(f"{cfg.source}: data.identities={cfg.data.identities} but "
+                               f"{proto.id} has {len(identities)} identities")
+        identities = identities[:cfg.data.identities]
+        keep = set(identities)
+        dataset = Dataset(dataset.name, dataset.root,
+                          [s for s in dataset.samples if s.identity in keep])
+    n_hold = cfg.data.holdout_identities
+    if n_hold >= len(identities) - 1:
+        raise DatasetError(f"{cfg.source}: holdout_identities={n_hold} leaves no training "
+                           f"identities out of {len(identities)}")
+    train_ids, holdout = identities[:-n_hold], identities[-n_hold:]
+    with rank_zero_first():
+        images, maps = cached_arrays(dataset, cfg.arch.input_size, progress)
+    label = {name: i for i, name in enumerate(train_ids)}
+    families = {name: i for i, name in enumerate(cfg.arch.families)}
+    rows = []
+    for i, s in enumerate(dataset.samples):
+        if s.masked and s.identity in label:
+            if s.twin is None or s.mask_map is None:
+                raise DatasetError(f"{s.path}: masked training images need a twin and a mask map")
+            if s.mask_type not in families:
+                raise DatasetError(f"{s.path}: occluder family {s.mask_type!r} is not one of "
+                                   f"{', '.join(cfg.arch.families)}")
+            twin_key = str(s.twin.relative_to(dataset.root))
+            rows.append((i, dataset.index(twin_key), families[s.mask_type], label[s.identity]))
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+    pairs = PairTable(table[:, 0], table[:, 1], table[:, 2], table[:, 3])
+    return TrainData(dataset, torch.from_numpy(images), torch.from_numpy(maps), pairs,
+                     len(train_ids), holdout)
+
+
+def cached_arrays(dataset: Dataset, size: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(images, maps) at ``size`` for every sample, from the cache or decoded and resized once."""
+    digest = hashlib.sha256(
+        f"{CACHE_VERSION}|{size}|{dataset.manifest_hash()}|{dataset.root}".encode()
+    ).hexdigest()[:20]
+    folder = home() / "train-cache" / f"{dataset.name}-{size}-{digest}"
+    if (folder / "done.json").is_file():
+        return np.load(folder / "images.npy"), np.load(folder / "maps.npy")
+    images = np.zeros((len(dataset.samples), size, size, 3), np.uint8)
+    maps = np.zeros((len(dataset.samples), size, size), np.uint8)
+    from tqdm.auto import tqdm
+
+    block = 256
+    for start in tqdm(range(0, len(dataset.samples), block), disable=not progress, unit="block",
+                      desc=f"cache {dataset.name} at {size}px", leave=False):
+        chunk = dataset.samples[start:start + block]
+        rgb = torch.from_numpy(np.stack([read_rgb(s.path) for s in chunk]))
+        images[start:start + len(chunk)] = resize_uint8(rgb.permute(0, 3, 1, 2), size).permute(
+            0, 2, 3, 1).numpy()
+        for j, s in enumerate(chunk):
+            if s.masked and s.mask_map is not None:
+                m = torch.from_numpy(read_mask(s.mask_map).astype(np.float32))[None, None] * 255
+                maps[start + j] = resize_uint8(m, size)[0, 0].numpy()
+    for name, arr in (("images", images), ("maps", maps)):
+        with atomic_open(folder / f"{name}.npy", "wb") as handle:
+            np.save(handle, arr)
+    with atomic_open(folder / "done.json") as handle:
+        json.dump({"samples": len(dataset.samples), "size": size}, handle)
+    return images, maps
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) values 0..255 -> uint8 at size x size, resized as FaceModelCfg.preprocess."""
+    x = x.float()
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def step_indices(n_pairs: int, batch: int, step: int, seed: int) -> np.ndarray:
+    """Pair rows of optimizer step ``step``: positions [step*batch, (step+1)*batch) of a stream
+    of per-epoch seeded permutations."""
+    positions = np.arange(step * batch, (step + 1) * batch, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, n_pairs)
+    out = np.empty(batch, np.int64)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n_pairs)
+        sel = epochs == epoch
+        out[sel] = perm[offsets[sel]]
+    return out
+
+
+@dataclass
+class Batch:
+    masked: torch.Tensor  # (B, 3, S, S) float, normalised to [-1, 1]
+    unmasked: torch.Tensor  # (B, 3, S, S)
+    maps: torch.Tensor  # (B, 1, S, S) float coverage in [0, 1]
+    family: torch.Tensor  # (B,)
+    label: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device, channels_last: bool) -> Batch:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return Batch(*(t.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                       if t.ndim == 4 else t.to(device, non_blocking=True)
+                       for t in (self.masked, self.unmasked, self.maps, self.family, self.label)))
+
+
+def make_batch(data: TrainData, rows: np.ndarray, flips: np.ndarray) -> Batch:
+    """Gather pair ``rows``; ``flips`` (bool per row) mirrors image, twin and map together."""
+    p = data.pairs
+    masked = _normalise(data.images[p.masked[rows]])
+    unmasked = _normalise(data.images[p.twin[rows]])
+    maps = data.maps[p.masked[rows]].float().div(255).unsqueeze(1)
+    flip = torch.from_numpy(flips)
+    if flip.any():
+        for t in (masked, unmasked, maps):
+            t[flip] = t[flip].flip(3)
+    return Batch(masked, unmasked, maps, torch.from_numpy(p.family[rows]),
+                 torch.from_numpy(p.identity[rows]))
+
+
+def step_flips(count: int, step: int, seed: int, enabled: bool) -> np.ndarray:
+    if not enabled:
+        return np.zeros(count, bool)
+    return np.random.default_rng([seed, 1_000_003, step]).random(count) < 0.5
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1] (the contract's mean 0.5, std 0.5)."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def holdout_dataset(data: TrainData) -> Dataset:
+    """The held-out identities' samples (masked and twins), for validation pairs."""
+    keep = set(data.holdout)
+    return Dataset(f"{data.dataset.name}-holdout", data.dataset.root,
+                   [s for s in data.dataset.samples if s.identity in keep])
+
+
+def rows_of(data: TrainData, dataset: Dataset) -> np.ndarray:
+    """Row of each sample of ``dataset`` (a subset) in ``data.images``."""
+    return np.array([data.dataset.index(s.key) for s in dataset.samples], dtype=np.int64)
