@@ -186,3 +186,10 @@ def test_mask_command_is_reproducible(capsys, tmp_path):
     assert (tmp_path / "a" / manifest).read_text() != (tmp_path / "c" / manifest).read_text()
     expect_error(capsys, "mask", str(src), "--out", str(tmp_path / "d"), "--families", "foo",
                  match="Masking families must be")
+
+
+def test_plain_run_is_the_main_job():
+    from meerbench.cli import build_parser
+
+    args = build_parser().parse_args(["run"])
+    assert (args.model, args.protocol) == ("meer", "synthmask")
