@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     msk.add_argument("--no-progress", action="store_true")
     msk.set_defaults(func=cmd_mask)
 
-    met = sub.add_parser("metrics", help="verification metrics of any score file (CSV or bob 4-col)")
+    met = sub.add_parser("metrics",
+                         help="verification metrics of any score file (CSV or bob 4-column)")
     met.add_argument("--scores", required=True, help="CSV with header score,label[,...] or bob "
                      "4-column 'ref_subject probe_subject probe_key score'")
     met.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--seed", type=int, default=0)
     met.set_defaults(func=cmd_metrics)
 
-    trn = sub.add_parser("train", help="train MEER or a baseline from a YAML config (torchrun-ready)")
+    trn = sub.add_parser("train",
+                         help="train MEER or a baseline from a YAML config (torchrun-ready)")
     trn.add_argument("--config", required=True, help="training YAML (configs/train/*.yaml)")
     trn.add_argument("--out", help="output folder (default: runs/<name>)")
     trn.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

@@ -15,7 +15,6 @@ from typing import IO, Any
 
 from meerbench.errors import MeerbenchError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -99,7 +99,8 @@ class Protocol:
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def provenance(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "sha256": self.sha256, "source": self.source}
+        return {"id": self.id, "version": self.version, "sha256": self.sha256,
+                "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     top = Fields(data, source)
     schema = top.get("schema", int, SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
-        raise top.error("schema", f"{SCHEMA_VERSION} (this meerbench reads schema {SCHEMA_VERSION})")
+        raise top.error("schema", f"{SCHEMA_VERSION} (the schema this meerbench reads)")
     pid = top.get("id", str)
     version = top.positive_int("version")
     description = top.get("description", str)
@@ -198,7 +199,8 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     canonical = yaml.safe_dump(data, sort_keys=True).encode()
     return Protocol(
         id=pid, version=version, description=description, citation=citation, dataset=dataset,
-        aligned=aligned, aligner=aligner, masking=masking, train=train, verification=verification, identification=identification,
+        aligned=aligned, aligner=aligner, masking=masking, train=train,
+        verification=verification, identification=identification,
         restoration=restoration, metrics=metrics, published=published, source=source,
         sha256=hashlib.sha256(canonical).hexdigest(), raw=dict(data),
     )
@@ -230,7 +232,8 @@ def _check_metric_settings(metrics: dict[str, dict[str, Any]], source: str) -> N
     from meerbench.metrics.identification import IdentificationSettings
     from meerbench.metrics.verification import VerificationSettings
 
-    for key, cls in (("verification", VerificationSettings), ("identification", IdentificationSettings)):
+    for key, cls in (("verification", VerificationSettings),
+                     ("identification", IdentificationSettings)):
         try:
             cls.from_dict(metrics[key])
         except (ValueError, TypeError) as exc:
@@ -313,7 +316,8 @@ def _official_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
     an unmasked probe is swapped into UMR-MP) and only the protocol's conditions are kept.
     """
     if not dataset.pairs:
-        raise ProtocolError(f"Dataset {dataset.name} has no official pair list; use pairs: generated.")
+        raise ProtocolError(
+            f"Dataset {dataset.name} has no official pair list; use pairs: generated.")
     masked_of = {u: m for u, m in _twin_links(dataset)}
     masked = [s.masked for s in dataset.samples]
     by_state = {state: name for name, state in CONDITIONS.items()}
@@ -404,7 +408,8 @@ def _pair_list(table: np.ndarray, task: VerificationTask, dataset: Dataset) -> P
     """Columns ref, probe, label, fold, condition index -> PairList with its sha256."""
     keys = [s.key for s in dataset.samples]
     lines = [
-        f"{task.conditions[c]}\t{f}\t{keys[r]}\t{keys[p]}\t{lab}" for r, p, lab, f, c in table.tolist()
+        f"{task.conditions[c]}\t{f}\t{keys[r]}\t{keys[p]}\t{lab}"
+        for r, p, lab, f, c in table.tolist()
     ]
     return PairList(
         ref=table[:, 0], probe=table[:, 1], label=table[:, 2], fold=table[:, 3],

@@ -102,7 +102,8 @@ class Registry:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return (
-            f"Unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {', '.join(known) or 'none'}. "
+            f"Unknown {self.kind} '{name}'.{hint} "
+            f"Known {self.kind}s: {', '.join(known) or 'none'}. "
             f"Run `meerbench list {self.kind}s` for descriptions."
         )
 

@@ -1,4 +1,4 @@
-"""A small validator for YAML-born dicts: every error names the file, the field and the expectation."""
+"""A small validator for YAML-born dicts: errors name the file, the field and the expectation."""
 
 from __future__ import annotations
 

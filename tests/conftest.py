@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache home and a tiny SynthFace protocol for fast end-to-end runs."""
+"""Shared fixtures: an isolated cache home and a tiny SynthFace protocol for end-to-end runs."""
 
 from __future__ import annotations
 

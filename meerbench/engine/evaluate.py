@@ -39,7 +39,7 @@ def evaluate(
     chunk_size: int = 2048,
     progress: bool = True,
 ) -> Result:
-    """Evaluate ``model`` on every task of ``protocol``; write the Result when ``out_dir`` is set."""
+    """Evaluate ``model`` on every task of ``protocol``; write the Result if ``out_dir`` is set."""
     t_start = time.perf_counter()
     device = device or default_device()
     rank, _ = init_from_env(device)
@@ -92,7 +92,8 @@ def evaluate(
                            emb.embeddings[row[pairs.probe]]).astype(np.float64)
         metrics["verification"] = verification_by_condition(proto, dataset, pairs, scores)
         metrics["verification_by_family"] = verification_by_family(proto, dataset, pairs, scores)
-        counts["pairs"] = {c: int((pairs.condition == c).sum()) for c in proto.verification.conditions}
+        counts["pairs"] = {c: int((pairs.condition == c).sum())
+                           for c in proto.verification.conditions}
         if out is not None:
             files["scores"] = write_pair_scores(out / f"{stem}.scores.csv", dataset, pairs, scores)
     if gallery is not None:

@@ -1,4 +1,4 @@
-"""Generic CSV manifest: one row per image, ``path,identity[,masked,mask_type,split,twin,mask_map]``.
+"""Generic CSV manifest: a row per image, ``path,identity[,masked,mask_type,split,twin,mask_map]``.
 
 Paths are relative to the manifest's folder. Strict: unknown columns, empty identities, bad
 ``masked`` values and missing files are errors naming the file and line.

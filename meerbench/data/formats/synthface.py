@@ -1,4 +1,4 @@
-"""The embedded SynthFace dataset: generated on first use into the cache, then read as a manifest."""
+"""The embedded SynthFace dataset: generated on first use into the cache, read as a manifest."""
 
 from __future__ import annotations
 
