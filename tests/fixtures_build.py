@@ -249,6 +249,24 @@ def fixture_copy(name: str, dest: Path) -> Path:
     return Path(shutil.copytree(FIXTURES / name, dest / name))
 
 
+def read_fixture(fmt: str, root: Path, **options: object):
+    """Read ``root`` with the ``fmt`` reader, as a protocol naming that folder would."""
+    from meerbench.data.dataset import DatasetSpec
+    from meerbench.data.formats import open_dataset
+
+    return open_dataset(DatasetSpec(fmt, root.name, options), root)
+
+
+def set_line(path: Path, number: int, text: str | None) -> None:
+    """Replace line ``number`` (1-based) of ``path``; None deletes it."""
+    lines = path.read_text().splitlines()
+    if text is None:
+        del lines[number - 1]
+    else:
+        lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     temp = FIXTURES.with_name("fixtures.tmp")
     shutil.rmtree(temp, ignore_errors=True)

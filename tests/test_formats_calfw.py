@@ -1,29 +1,12 @@
 """CALFW, CPLFW and MLFW readers: flat image folders, identities from file names."""
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from fixtures_build import FIXTURES, fixture_copy
+from fixtures_build import FIXTURES, fixture_copy, set_line
+from fixtures_build import read_fixture as read
 
-from meerbench.data.dataset import DatasetSpec
-from meerbench.data.formats import open_dataset
 from meerbench.errors import DatasetError, ProtocolError
-
-
-def read(fmt: str, root: Path, **options):
-    return open_dataset(DatasetSpec(fmt, root.name, options), root)
-
-
-def set_line(path: Path, number: int, text: str | None) -> None:
-    """Replace line ``number`` (1-based) of ``path``; None deletes it."""
-    lines = path.read_text().splitlines()
-    if text is None:
-        del lines[number - 1]
-    else:
-        lines[number - 1] = text
-    path.write_text("\n".join(lines) + "\n")
-
 
 # --------------------------------------------------------------------------- CALFW / CPLFW
 

@@ -1,20 +1,16 @@
 """RMFRD and SMFRD readers: identity-folder trees without official pairs."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from fixtures_build import FIXTURES, fixture_copy
+from fixtures_build import read_fixture as read
 
-from meerbench.data.dataset import DatasetSpec
-from meerbench.data.formats import open_dataset
 from meerbench.errors import DatasetError, ProtocolError
 
 SELF_BUILT = "self-built-masked-face-recognition-dataset"
 
 
-def read(fmt: str, root: Path, **options):
-    return open_dataset(DatasetSpec(fmt, root.name, options), root)
 
 
 def summary(ds) -> dict:
