@@ -175,11 +175,12 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     two = write_tiny_run(tmp_path / "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for cmd, config, out in (
-        ([sys.executable, "-m", "meerbench.train"], one, tmp_path / "o1"),
-        ([torchrun, "--nproc_per_node=2", "--master_port=29541", "-m", "meerbench.train"], two,
+        ([sys.executable, "-m", "meerbench.cli"], one, tmp_path / "o1"),
+        ([torchrun, "--nproc_per_node=2", "--master_port=29541", "-m", "meerbench.cli"], two,
          tmp_path / "o2"),
     ):
-        done = subprocess.run([*cmd, str(config), "--out", str(out), "--no-progress"], env=env,
+        done = subprocess.run([*cmd, "train", "--config", str(config), "--out", str(out),
+                               "--no-progress"], env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     a = torch.load(tmp_path / "o1" / "state" / "last.pt", weights_only=False)["objective"]
