@@ -20,6 +20,7 @@ def test_every_real_protocol_is_listed_with_a_citation():
         assert proto.citation and proto.description
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("protocol", "data", "conditions"),
     [
