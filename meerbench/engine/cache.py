@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,3 @@ class EmbeddingCache:
             np.save(handle, array)
         for chunk in self.dir.glob("chunk-*.npy"):
             chunk.unlink()
-
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
