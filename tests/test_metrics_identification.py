@@ -253,3 +253,65 @@ def test_settings_round_trip() -> None:
                                                    "dtype": "bfloat16"})
     assert config.ranks == (1, 2) and config.fpir_targets == (0.05,)
     assert idf.IdentificationSettings.from_dict(config.to_dict()) == config
+
+
+def _real_world(seed: int) -> dict[str, np.ndarray]:
+    """Real-valued embeddings, with a few gallery rows duplicated to force exact ties."""
+    rng = np.random.default_rng(seed)
+    gallery = rng.normal(size=(120, 32)).astype(np.float32)
+    gallery[100:110] = gallery[:10]  # duplicates of mates under other identities
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    gallery_ids = np.r_[np.arange(100) // 2, 60 + np.arange(20)]
+    probe_ids = rng.integers(0, 55, 80)
+    probes = gallery[np.minimum(probe_ids, 49) * 2] + 0.3 * rng.normal(size=(80, 32)).astype(
+        np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    probes[:5] = gallery[:5]  # probes identical to a gallery item: mate ties a duplicate
+    return {"probes": probes, "probe_ids": probe_ids, "gallery": gallery,
+            "gallery_ids": gallery_ids}
+
+
+def _blockwise_brute_force(world: dict[str, np.ndarray], config: idf.IdentificationSettings
+                           ) -> idf.ProbeOutcomes:
+    """Brute force on the very block values the pass sees (whatever the dtype rounds to)."""
+    sim = np.empty((len(world["probes"]), len(world["gallery"])), dtype=np.float32)
+    for p0, g0, block in idf._blocks(world["probes"], world["gallery"], config.probe_block,
+                                     config.gallery_block, config.dtype, "cpu"):
+        sim[p0:p0 + block.shape[0], g0:g0 + block.shape[1]] = block.numpy()
+    same = world["probe_ids"][:, None] == world["gallery_ids"][None, :]
+    return idf.outcomes_from_scores(
+        [row[m] if m.any() else None for row, m in zip(sim, same, strict=True)],
+        [row[~m] for row, m in zip(sim, same, strict=True)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_one_pass_equals_brute_force_on_the_block_values(dtype: str) -> None:
+    world = _real_world(5)
+    config = idf.IdentificationSettings(bootstrap=0, probe_block=17, gallery_block=33,
+                                        dtype=dtype, max_rank=5)
+    expected = _blockwise_brute_force(world, config)
+    report = idf.identification_report(world["probes"], world["probe_ids"], world["gallery"],
+                                       world["gallery_ids"], config)
+    assert report["cmc"] == idf.cmc(expected.rank, 5).tolist()
+    assert report["map"] == pytest.approx(expected.average_precision.mean(), abs=1e-12)
+    assert report["dir_at_fpir"] == [d.to_dict() for d in idf.dir_at_fpir(expected,
+                                                                           [0.1, 0.01])]
+
+
+def test_a_mate_outside_its_error_band_is_recounted_exactly(monkeypatch) -> None:
+    world = _real_world(6)
+    args = (world["probes"], world["probe_ids"], world["gallery"], world["gallery_ids"],
+            idf.IdentificationSettings(bootstrap=0, probe_block=17, gallery_block=33))
+    expected = idf.identification_report(*args)
+    recounted: list[int] = []
+    recount = idf._count_at_or_above
+
+    def spy(probes: np.ndarray, *rest: object) -> np.ndarray:
+        recounted.append(len(probes))
+        return recount(probes, *rest)
+
+    # A zero error bound: the float64 estimate is (almost) never the float32 block value.
+    monkeypatch.setattr(idf, "_ACCUMULATE_U", 0.0)
+    monkeypatch.setattr(idf, "_count_at_or_above", spy)
+    assert idf.identification_report(*args) == expected
+    assert recounted and recounted[0] > 0

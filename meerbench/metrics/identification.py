@@ -4,7 +4,7 @@ Embeddings are assumed L2-normalised, so the dot product is the cosine similarit
 identity is absent from the gallery are non-mated (open set). Ties count pessimistically, as in
 bob.measure: a non-mate scoring exactly the best mate's score ranks ahead of it. Similarities are
 computed per probe block x gallery block, so memory stays bounded (about
-``probe_block x gallery_block x 6`` bytes) and the full probe x gallery matrix never exists.
+``probe_block x gallery_block x 10`` bytes) and the full probe x gallery matrix never exists.
 """
 
 from __future__ import annotations
@@ -267,8 +267,8 @@ class IdentificationSettings:
     bootstrap: int = 1000
     seed: int = 0
     dtype: str = "float32"
-    probe_block: int = 4096
-    gallery_block: int = 65536
+    probe_block: int = 1024  # 1024 x 2048 float32 blocks (8 MiB) stay in a CPU's L3 cache
+    gallery_block: int = 2048
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -298,10 +298,9 @@ def identification_report(
 ) -> dict[str, Any]:
     """Closed-set CMC / rank-k and mAP over mated probes, open-set DIR@FPIR, as a JSON-ready dict.
 
-    Ranks are exact, not read off a top-k list: pass 1 reads every mated probe's mate scores out
-    of the similarity blocks; pass 2 recomputes the same blocks and counts, per mate, the
-    non-mates scoring >= it. Both passes use identical blocks, so ties are judged on
-    bit-identical values. The best mate counts when an identity has several gallery items; mAP
+    Ranks are exact, not read off a top-k list: one pass over the similarity blocks counts, per
+    mate, the non-mates scoring >= it, with ties judged on the bit-identical block values (see
+    ``_outcomes``). The best mate counts when an identity has several gallery items; mAP
     averages, per mated probe, the pessimistic precision at each mate. Intervals (95%, seeded)
     resample probe identities.
     """
@@ -338,62 +337,158 @@ def identification_report(
 def _outcomes(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
               gallery_ids: np.ndarray, settings: IdentificationSettings
               ) -> tuple[ProbeOutcomes, np.ndarray]:
-    """Chunked two-pass outcomes, and the mated-probe mask."""
+    """Exact pessimistic outcomes from one chunked pass, and the mated-probe mask.
+
+    Each mate's score is first estimated in float64 from the same (dtype-rounded) inputs, with a
+    band that the blocked matmul's value lands in (``_mate_bands``). In the pass,
+    gallery items clearly above the band are counted, items inside it are kept with their block
+    values, and each mate's own block value is read out; ties are then judged on bit-identical
+    block values. A mate whose block value falls outside its band (an unusually inexact BLAS) is
+    recounted exactly in a second pass over its probe only.
+    """
     import torch
 
     _, codes = np.unique(np.concatenate([probe_ids, gallery_ids]), return_inverse=True)
-    p_code = torch.from_numpy(codes[:probe_ids.size].astype(np.int64))
-    g_code = torch.from_numpy(codes[probe_ids.size:].astype(np.int64)).to(settings.device)
-    mated = np.isin(codes[:probe_ids.size], codes[probe_ids.size:])
+    p_code, g_code = codes[:probe_ids.size], codes[probe_ids.size:]
+    mated = np.isin(p_code, g_code)
     if not mated.any():
         raise MetricInputError("no probe identity appears in the gallery: nothing to identify")
+    mate_cols = _mate_columns(p_code[mated], g_code)
+    lo, hi = _mate_bands(probes[mated], gallery, mate_cols, settings.dtype)
+    order = np.r_[np.flatnonzero(mated), np.flatnonzero(~mated)]  # mated probes first
+    n_mated, width = mate_cols.shape
+    dev = settings.device
+    lo_t, hi_t = (torch.from_numpy(a).to(dev) for a in (lo, hi))
+    cols_t = torch.from_numpy(mate_cols).to(dev)
+    above = torch.zeros((n_mated, width), dtype=torch.int64, device=dev)
+    exact = torch.full((n_mated, width), torch.inf, device=dev)
+    band: list[tuple[torch.Tensor, torch.Tensor]] = []  # (flat mate index, block value)
+    nonmated_max = torch.full((probes.shape[0] - n_mated,), -torch.inf, device=dev)
+    scratch = torch.empty(settings.probe_block * settings.gallery_block, device=dev)
+    for p0, g0, sim in _blocks(probes[order], gallery, settings.probe_block,
+                               settings.gallery_block, settings.dtype, dev):
+        m = min(sim.shape[0], max(n_mated - p0, 0))  # rows of mated probes in this block
+        if m:
+            rows, s = slice(p0, p0 + m), sim[:m]
+            work = scratch[:s.numel()].view(s.shape)
+            for j in range(width):
+                low, high = lo_t[rows, j, None], hi_t[rows, j, None]
+                n_above = _count(work.copy_(s).gt_(high))
+                in_band = torch.nonzero(_count(work.copy_(s).ge_(low)) > n_above).flatten()
+                above[rows, j] += n_above
+                if in_band.numel():
+                    sub = s[in_band]
+                    r, c = torch.nonzero((sub >= low[in_band]) & (sub <= high[in_band]),
+                                         as_tuple=True)
+                    band.append(((in_band[r] + p0) * width + j, sub[r, c]))
+            local = cols_t[rows] - g0
+            r, j = torch.nonzero((local >= 0) & (local < sim.shape[1]), as_tuple=True)
+            exact[r + p0, j] = s[r, local[r, j]]
+        if m < sim.shape[0]:
+            block = slice(p0 + m - n_mated, p0 + sim.shape[0] - n_mated)
+            nonmated_max[block] = torch.maximum(nonmated_max[block], sim[m:].amax(dim=1))
+    exact_np = exact.cpu().numpy()
+    at_or_above = above.cpu().numpy()
+    index = torch.cat([b[0] for b in band] or [torch.zeros(0, dtype=torch.int64)]).cpu().numpy()
+    values = torch.cat([b[1] for b in band] or [torch.zeros(0)]).cpu().numpy()
+    np.add.at(at_or_above.reshape(-1), index, values >= exact_np.reshape(-1)[index])
+    outside = np.isfinite(exact_np) & ((exact_np < lo) | (exact_np > hi))
+    redo = np.flatnonzero(outside.any(axis=1))
+    if redo.size:
+        at_or_above[redo] = _count_at_or_above(probes[order[redo]], gallery, exact_np[redo],
+                                               settings)
+    return _from_mate_counts(exact_np, at_or_above, nonmated_max.cpu().numpy()), mated
 
-    def blocks() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        for p0, g0, sim in _blocks(probes, gallery, settings.probe_block, settings.gallery_block,
-                                   settings.dtype, settings.device):
-            rows = p_code[p0:p0 + sim.shape[0]].to(settings.device)
-            yield p0, sim, g_code[g0:g0 + sim.shape[1]][None, :] == rows[:, None]
 
-    # Pass 1: each probe's maximum and its mate scores.
-    top = torch.full((probes.shape[0],), -torch.inf)
-    mate_rows, mate_scores = [], []
-    for p0, sim, is_mate in blocks():
-        block = slice(p0, p0 + sim.shape[0])
-        top[block] = torch.maximum(top[block], sim.max(dim=1).values.cpu())
-        r, c = torch.nonzero(is_mate, as_tuple=True)
-        mate_rows.append((r + p0).cpu())
-        mate_scores.append(sim[r, c].cpu())
-    rows = torch.cat(mate_rows).numpy()
-    values = torch.cat(mate_scores).numpy()
-    order = np.lexsort((-values, rows))  # by probe, best mate first
-    rows, values = rows[order], values[order]
-    n_mates = np.bincount(rows, minlength=probes.shape[0])
-    column = np.arange(rows.size) - np.repeat(np.cumsum(n_mates) - n_mates, n_mates)
-    thresholds = np.full((probes.shape[0], max(int(n_mates.max()), 1)), np.inf, dtype=np.float32)
-    thresholds[rows, column] = values
-    limits = torch.from_numpy(thresholds).to(settings.device)
+def _count(flags: torch.Tensor) -> torch.Tensor:
+    """Per-row count of a 0/1 float block (an in-place comparison): float sums are exact here
+    (rows are far shorter than 2**24) and much faster than summing a bool tensor."""
+    import torch
 
-    # Pass 2: per mate, the gallery items scoring >= it, less the mates among them.
-    at_or_above = torch.zeros(limits.shape, dtype=torch.int64, device=settings.device)
-    for p0, sim, _ in blocks():
-        block = slice(p0, p0 + sim.shape[0])
+    return flags.sum(dim=1).to(torch.int64)
+
+
+def _mate_columns(mated_codes: np.ndarray, gallery_codes: np.ndarray) -> np.ndarray:
+    """Gallery columns of each mated probe's mates, (n_mated, most mates), -1 padded."""
+    by_code = np.argsort(gallery_codes, kind="stable")
+    sorted_codes = gallery_codes[by_code]
+    start = np.searchsorted(sorted_codes, mated_codes, side="left")
+    count = np.searchsorted(sorted_codes, mated_codes, side="right") - start
+    offset = np.arange(count.max())
+    take = np.minimum(start[:, None] + offset[None, :], by_code.size - 1)
+    return np.where(offset[None, :] < count[:, None], by_code[take], -1)
+
+
+# Unit roundoff of the accumulation (float32 on every backend torch uses) and of the output.
+_ACCUMULATE_U = 2.0**-24
+_OUTPUT_U = {"float32": 0.0, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+def _mate_bands(probes: np.ndarray, gallery: np.ndarray, mate_cols: np.ndarray,
+                dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi] per mate that should contain its blocked-matmul score: the float64 dot product of
+    the dtype-rounded inputs +- twice the usual floating-point error of a length-d sum
+    (sqrt(d) u sum|p_i g_i|, about 17x the largest error measured for float32 matmul at d = 512;
+    the worst-case d u bound would widen the band 11x), plus the output rounding. A score outside
+    costs a recount, never a wrong rank. Padding gets +inf, so nothing counts for it."""
+    import torch
+
+    def rounded(x: np.ndarray) -> np.ndarray:
+        return torch.from_numpy(x).to(getattr(torch, dtype)).double().numpy()
+
+    lo = np.full(mate_cols.shape, np.inf)
+    hi = np.full(mate_cols.shape, np.inf)
+    dim = probes.shape[1]
+    for j in range(mate_cols.shape[1]):
+        has = np.flatnonzero(mate_cols[:, j] >= 0)
+        for start in range(0, has.size, 8192):  # bounded float64 temporaries
+            rows = has[start:start + 8192]
+            products = rounded(probes[rows]) * rounded(gallery[mate_cols[rows, j]])
+            dot = products.sum(axis=1)
+            err = np.sqrt(dim) * _ACCUMULATE_U * np.abs(products).sum(axis=1)
+            err = 2 * (err + _OUTPUT_U[dtype] * (np.abs(dot) + err)) + np.finfo(np.float32).tiny
+            lo[rows, j], hi[rows, j] = dot - err, dot + err
+    # Widen to float32 so the pass compares block values without a float64 temporary.
+    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo32 = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32)
+    hi32 = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32)
+    return lo32, hi32
+
+
+def _count_at_or_above(probes: np.ndarray, gallery: np.ndarray, limits: np.ndarray,
+                       settings: IdentificationSettings) -> np.ndarray:
+    """Per probe and limit, the gallery items whose block score is >= the limit (exact)."""
+    import torch
+
+    counts = torch.zeros(limits.shape, dtype=torch.int64, device=settings.device)
+    limits_t = torch.from_numpy(limits).to(settings.device)
+    for p0, _, sim in _blocks(probes, gallery, settings.probe_block, settings.gallery_block,
+                              settings.dtype, settings.device):
+        rows = slice(p0, p0 + sim.shape[0])
         for j in range(limits.shape[1]):
-            at_or_above[block, j] += (sim >= limits[block, j, None]).sum(dim=1, dtype=torch.int32)
-    mates = thresholds[mated]  # best first; +inf padding after each probe's mates
+            counts[rows, j] += (sim >= limits_t[rows, j, None]).sum(dim=1)
+    return counts.cpu().numpy()
+
+
+def _from_mate_counts(mate_scores: np.ndarray, at_or_above: np.ndarray,
+                      nonmated_max: np.ndarray) -> ProbeOutcomes:
+    """Outcomes from each mate's score (+inf padded) and its count of gallery items >= it."""
+    key = np.where(np.isfinite(mate_scores), -mate_scores, np.inf)
+    order = np.argsort(key, axis=1, kind="stable")  # best mate first, +inf padding last
+    mates = np.take_along_axis(mate_scores, order, axis=1)
+    counts = np.take_along_axis(at_or_above, order, axis=1)
+    valid = np.isfinite(mates)
     column = np.arange(mates.shape[1])
     run_end = np.where(np.c_[mates[:, 1:] != mates[:, :-1], np.ones(len(mates), bool)],
                        column, mates.shape[1])
     mates_at_or_above = 1 + np.minimum.accumulate(run_end[:, ::-1], axis=1)[:, ::-1]
-    ahead_np = at_or_above.cpu().numpy()[mated] - mates_at_or_above
+    ahead = counts - mates_at_or_above
     position = column + 1
-    valid = np.isfinite(mates)
-    precision = np.divide(position, position + ahead_np, out=np.zeros(mates.shape),
+    precision = np.divide(position, position + ahead, out=np.zeros(mates.shape),
                           where=valid).sum(axis=1)
-    outcomes = ProbeOutcomes(best_mate=thresholds[mated, 0].astype(np.float64),
-                             rank=1 + ahead_np[:, 0],
-                             average_precision=precision / n_mates[mated],
-                             nonmated_max=top.numpy()[~mated].astype(np.float64))
-    return outcomes, mated
+    return ProbeOutcomes(best_mate=mates[:, 0].astype(np.float64), rank=1 + ahead[:, 0],
+                         average_precision=precision / valid.sum(axis=1),
+                         nonmated_max=nonmated_max.astype(np.float64))
 
 
 def _bootstrap(outcomes: ProbeOutcomes, mated: np.ndarray, probe_ids: np.ndarray,
