@@ -11,9 +11,22 @@ from __future__ import annotations
 import time
 
 import torch
+from torch import nn
 
 from meerbench.engine.embed import ArrayImages, embed
-from meerbench.models.base import TorchFaceModel
+from meerbench.models.base import FaceModelCfg, TorchFaceModel
+from meerbench.models.iresnet import iresnet
+
+
+def random_iresnet(depth: int) -> TorchFaceModel:
+    """Random IResNet with finite activations (inf/denormal values would distort timings)."""
+    torch.manual_seed(0)
+    net = iresnet(depth)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+    nn.init.normal_(net.fc.weight, 0, net.fc.in_features ** -0.5)
+    return TorchFaceModel(f"iresnet{depth}-random", FaceModelCfg(), net)
 
 
 def plain_loop(model: TorchFaceModel, batches: list[torch.Tensor]) -> None:
