@@ -207,3 +207,14 @@ def test_split_spec_validation(tmp_path: Path) -> None:
     (tmp_path / "junk" / "notes.txt").write_text("not a split")
     with pytest.raises(FileExistsError, match="manifest"):
         generate_split(TINY, tmp_path / "junk", progress=False)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_generation_progress_bar_follows_the_flag(capsys, progress: bool) -> None:
+    from meerbench.data.formats.synthface import SynthFaceFormat
+
+    options = {"split": f"bar-{progress}", "seed": 9, "first_identity": 700_000,
+               "n_identities": 2, "n_unmasked": 1, "n_masked": 1}
+    dataset = SynthFaceFormat().read(None, options, "synthface-bar", progress=progress)
+    assert len(dataset.samples) == 4
+    assert ("SynthFace bar" in capsys.readouterr().err) is progress

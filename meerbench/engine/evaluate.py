@@ -122,7 +122,7 @@ def evaluate(
 
 def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset, dict[str, Any]]:
     """Read the protocol's dataset, align it when it is not aligned, add synthetic masks."""
-    dataset = open_dataset(proto.dataset, data)
+    dataset = open_dataset(proto.dataset, data, progress=progress)
     info: dict[str, Any] = {"dataset_info": _jsonable(dataset.info)}
     if not proto.aligned:
         from meerbench.data.align import align_dataset
@@ -259,7 +259,8 @@ def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) 
             "'train' dataset. Add a 'train:' section to the protocol or choose another model."
         )
     spec: DatasetSpec = proto.train
-    dataset = open_dataset(spec, None if spec.format == "synthface" else data)
+    dataset = open_dataset(spec, None if spec.format == "synthface" else data,
+                           progress=progress)
     key = hashlib.sha256(
         f"{model.name}|{model.cfg.digest()}|{dataset.manifest_hash()}".encode()
     ).hexdigest()[:32]

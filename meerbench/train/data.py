@@ -59,7 +59,7 @@ def load_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
     """Open (generating if needed) the training protocol's data and build the pair tables."""
     proto = load_protocol(cfg.data.protocol)
     with rank_zero_first():
-        dataset = open_dataset(proto.dataset)
+        dataset = open_dataset(proto.dataset, progress=progress)
     identities = sorted({s.identity for s in dataset.samples})
     if cfg.data.identities is not None:
         if cfg.data.identities > len(identities):

@@ -15,7 +15,8 @@ from meerbench.settings import data_root
 
 
 class DatasetFormat(Protocol):
-    """What a reader provides. ``needs_root`` is False for embedded (generated) datasets."""
+    """What a reader provides. ``needs_root`` is False for embedded datasets, which are generated
+    on first use: their ``read`` also takes ``progress`` (show a progress bar while generating)."""
 
     needs_root: bool
     about: str  # where the data is officially obtained and the layout expected
@@ -72,11 +73,12 @@ DATASETS.add_lazy(
 )
 
 
-def open_dataset(spec: DatasetSpec, data: str | Path | None = None) -> Dataset:
+def open_dataset(spec: DatasetSpec, data: str | Path | None = None, *,
+                 progress: bool = True) -> Dataset:
     """Read the dataset a protocol names, from ``data`` or ``$MEERBENCH_DATA/<name>``."""
     reader: DatasetFormat = DATASETS.get(spec.format)()
     if not reader.needs_root:
-        return reader.read(None, spec.options, spec.name)
+        return reader.read(None, spec.options, spec.name, progress=progress)  # type: ignore[call-arg]
     root = data_root(spec.name, data)
     if root is None or not root.exists():
         where = f"{root}" if root is not None else f"--data or $MEERBENCH_DATA/{spec.name}"
