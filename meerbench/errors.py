@@ -24,3 +24,7 @@ class DatasetError(MeerbenchError):
 
 class ModelError(MeerbenchError):
     """A model cannot be built or loaded: bad card, missing weights, contract mismatch."""
+
+
+class TrainingError(MeerbenchError):
+    """Training cannot go on (a loss became NaN or infinite): names the step, stage and terms."""

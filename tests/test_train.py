@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from meerbench.errors import ProtocolError
+from meerbench.errors import ProtocolError, TrainingError
 from meerbench.train import train
 from meerbench.train.config import load_config, parse_config
 from meerbench.train.data import step_indices
@@ -157,6 +157,28 @@ def test_resume_continues_bit_for_bit(tmp_path):
         return [{k: v for k, v in r.items() if k not in timing} for r in read_log(out)]
 
     assert strip(straight) == strip(resumed)
+
+
+def test_a_non_finite_loss_stops_training_with_the_step_and_term(tmp_path, monkeypatch):
+    from meerbench.train import losses
+
+    calls = iter(range(10**6))
+    real = losses.weighted_l1
+
+    def l1_that_overflows(*args: object) -> torch.Tensor:
+        value = real(*args)
+        return value * torch.inf if next(calls) == 2 else value
+
+    monkeypatch.setattr(losses, "weighted_l1", l1_that_overflows)
+    stages = copy.deepcopy(TINY_MEER["stages"])
+    stages[0]["steps"] = 1  # l1 runs from step 2 on; its third call is step 4
+    out = tmp_path / "out"
+    with pytest.raises(TrainingError, match=r"not finite at step 4 \(stage 'generator'\): "
+                                            r"l1=inf, loss=inf"):
+        train(write_tiny_run(tmp_path, stages=stages, runtime__checkpoint_every=2), out,
+              progress=False)
+    assert max(r["step"] for r in read_log(out)) == 3
+    assert torch.load(out / "state" / "last.pt", weights_only=False)["step"] == 2
 
 
 def test_resume_refuses_another_config(tmp_path):

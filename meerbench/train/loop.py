@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from meerbench.engine.distributed import init_from_env
-from meerbench.errors import ModelError
+from meerbench.errors import ModelError, TrainingError
 from meerbench.io import atomic_open, write_text
 from meerbench.models.meer import MeerNet, contract
 from meerbench.models.weights import sha256_file
@@ -183,6 +183,7 @@ class Trainer:
             t0 = time.perf_counter()
             terms = self.train_step(stage.losses)
             self.step += 1
+            self._check_finite(stage.name, terms)
             elapsed = time.perf_counter() - t0
             self.train_seconds += elapsed
             bar.update(1)
@@ -243,6 +244,17 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         return {k: v for k, v in sums.items()}
+
+    def _check_finite(self, stage: str, terms: dict[str, torch.Tensor]) -> None:
+        """Stop before a NaN or inf loss reaches a checkpoint or the log."""
+        if bool(torch.isfinite(terms["loss"]).item()):
+            return
+        bad = ", ".join(f"{k}={float(v):g}" for k, v in sorted(terms.items())
+                        if not math.isfinite(float(v)))
+        raise TrainingError(
+            f"{self.cfg.source}: the loss is not finite at step {self.step} (stage '{stage}'): "
+            f"{bad}. Nothing was written after step {self.step - 1}; the last checkpoint is "
+            f"{self.state_path}. Lower optim.lr or the weight of the term named, then resume.")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)

@@ -78,24 +78,29 @@ def _gaussian(window: int, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim_loss(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """1 - mean SSIM (Gaussian window, sigma 1.5) of images in [-1, 1], per channel."""
-    a = (a.float() + 1) / 2
-    b = (b.float() + 1) / 2
-    c = a.shape[1]
-    g = _gaussian(window).to(a.device)
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).contiguous()
+    """1 - mean SSIM (Gaussian window, sigma 1.5) of images in [-1, 1], per channel.
 
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, groups=c)
+    Always float32, also inside autocast: in bf16, blur(a*a) - blur(a)^2 cancels to negative
+    variances and the ratio blew up to inf in a real run.
+    """
+    with torch.autocast(a.device.type, enabled=False):
+        a = (a.float() + 1) / 2
+        b = (b.float() + 1) / 2
+        c = a.shape[1]
+        g = _gaussian(window).to(a.device)
+        kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).contiguous()
 
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a * mu_a
-    var_b = blur(b * b) - mu_b * mu_b
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
-    return 1 - ssim.mean()
+        def blur(x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x, kernel, groups=c)
+
+        mu_a, mu_b = blur(a), blur(b)
+        var_a = blur(a * a) - mu_a * mu_a
+        var_b = blur(b * b) - mu_b * mu_b
+        cov = blur(a * b) - mu_a * mu_b
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+            (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
+        return 1 - ssim.mean()
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
