@@ -24,7 +24,5 @@ def test_pixels_ignore_a_constant_offset_and_most_of_a_shading_gradient() -> Non
 
 
 def test_pixels_filter_keys_the_cache() -> None:
-    model = PixelsModel()
-    before = model.weights_hash()
-    model.sigma = 6.0
-    assert model.weights_hash() != before
+    assert PixelsModel().weights_hash() != PixelsModel(sigma=6.0).weights_hash()
+    assert PixelsModel().weights_hash() == PixelsModel(sigma=12.0).weights_hash()

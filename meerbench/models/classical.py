@@ -28,13 +28,12 @@ class PixelsModel(FaceModel):
     protocol; raw pixels sat near chance and barely registered the mask.
     """
 
-    sigma = 12.0
-
-    def __init__(self, name: str = "pixels") -> None:
+    def __init__(self, name: str = "pixels", sigma: float = 12.0) -> None:
         super().__init__(name, FaceModelCfg(embedding_dim=56 * 56, **GREY_56))
-        radius = int(3 * self.sigma)
+        self.sigma = sigma
+        radius = int(3 * sigma)
         taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-(taps**2) / (2 * self.sigma**2))
+        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
         self.kernel = kernel / kernel.sum()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

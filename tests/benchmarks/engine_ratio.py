@@ -30,9 +30,13 @@ def random_iresnet(depth: int) -> TorchFaceModel:
 
 
 def plain_loop(model: TorchFaceModel, batches: list[torch.Tensor]) -> None:
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    """The baseline: bf16-autocast forward of each batch on its own device, waited for."""
+    device = batches[0].device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
         for x in batches:
             model.net(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def engine_vs_plain(benchmark, model: TorchFaceModel, n: int, batch: int, rounds: int) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from engine_ratio import random_iresnet
+from engine_ratio import plain_loop, random_iresnet
 
 from meerbench.data import masks
 from meerbench.data.synthface import render_face
@@ -37,27 +37,16 @@ from meerbench.train.loop import train
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def forward_throughput(model: TorchFaceModel, device: torch.device, batch: int,
                        iters: int) -> dict[str, float]:
     """Plain AMP forward loop vs the engine on the same number of uint8 images."""
-    net = model.net.to(device).eval().to(memory_format=torch.channels_last)
+    model.net.to(device).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, 112, 112, device=device).contiguous(
         memory_format=torch.channels_last)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16)
-    with torch.inference_mode(), amp:
-        for _ in range(2):
-            net(x)
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(iters):
-            net(x)
-        sync(device)
-        plain = batch * iters / (time.perf_counter() - t)
+    plain_loop(model, [x, x])  # warm-up
+    t = time.perf_counter()
+    plain_loop(model, [x] * iters)
+    plain = batch * iters / (time.perf_counter() - t)
     images = torch.randint(0, 256, (batch * iters, 112, 112, 3), dtype=torch.uint8)
     embed(model, ArrayImages(images[:batch]), batch_size=batch, device=device, progress=False)
     out = embed(model, ArrayImages(images), batch_size=batch, device=device, progress=False)
