@@ -56,7 +56,7 @@ def compare_command(a: str, b: str, rounds: int = 1000) -> tuple[int, str]:
     """Per-condition differences B - A with paired tests."""
     from meerbench.report.compare import compare
 
-    runs = [load_runs([path]) for path in (a, b)]
-    if any(len(r) != 1 for r in runs):
+    if not all(Path(path).is_file() for path in (a, b)):
         raise MeerbenchError("compare takes two Result JSON files, not folders.")
+    runs = [load_runs([path]) for path in (a, b)]
     return 0, compare(runs[0][0], runs[1][0], rounds)

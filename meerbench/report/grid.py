@@ -138,15 +138,9 @@ class Run:
         p = self.result["protocol"]
         return ProtocolKey(str(p["id"]), int(p["version"]), str(p["sha256"]))
 
-    @property
-    def scores_path(self) -> Path | None:
-        name = self.result.get("files", {}).get("scores")
-        path = self.path.parent / name if name else None
-        return path if path is not None and path.is_file() else None
-
     def scores(self) -> ScoreTable | None:
         """The per-pair score file, read once per process."""
-        path = self.scores_path
+        path = self.file("scores")
         return None if path is None else _load_scores(path)
 
     def file(self, role: str) -> Path | None:

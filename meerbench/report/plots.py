@@ -131,9 +131,10 @@ def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, A
             result.notes.append(f"ROC, DET and histograms for {label} {cond}: no score file "
                                 "with both genuine and impostor pairs.")
             continue
+        curves = {m: roc(scores, labels) for m, (scores, labels) in data.items()}
         for kind, draw in (("roc", _roc), ("det", _det)):
             fig = _figure(SIZE)
-            draw(fig.add_subplot(), data, look)
+            draw(fig.add_subplot(), curves, look)
             fig.suptitle(f"{kind.upper()} · {label} · {cond}")
             result.plots.append(Plot(kind, label, cond,
                                      _save(fig, out, f"{kind}__{slug}__{cond}", formats)))
@@ -145,11 +146,9 @@ def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, A
         _families(grid, protocol, cond, look, out, formats, result)
 
 
-def _roc(ax: Any, data: dict[str, tuple[np.ndarray, np.ndarray]],
-         look: dict[str, dict[str, Any]]) -> None:
+def _roc(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> None:
     floor = 1.0
-    for model, (scores, labels) in data.items():
-        curve = roc(scores, labels)
+    for model, curve in curves.items():
         keep = curve.far > 0
         ax.plot(curve.far[keep], 100 * curve.tar[keep], drawstyle="steps-post", label=model,
                 **look[model])
@@ -162,11 +161,9 @@ def _roc(ax: Any, data: dict[str, tuple[np.ndarray, np.ndarray]],
     ax.legend(loc="lower right")
 
 
-def _det(ax: Any, data: dict[str, tuple[np.ndarray, np.ndarray]],
-         look: dict[str, dict[str, Any]]) -> None:
+def _det(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> None:
     floor_far, floor_frr = 1.0, 1.0
-    for model, (scores, labels) in data.items():
-        curve = roc(scores, labels)
+    for model, curve in curves.items():
         frr = 1.0 - curve.tar
         keep = (curve.far > 0) & (frr > 0)
         ax.plot(curve.far[keep], frr[keep], drawstyle="steps-post", label=model, **look[model])
@@ -293,8 +290,11 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
             and "skipped" not in r.result["metrics"].get("restoration", {"skipped": ""})]
     if not runs:
         return
-    samples = {r.model: np.load(path) for r in runs
-               if (path := r.file("restoration_samples")) is not None}
+    samples = {}
+    for r in runs:
+        if (path := r.file("restoration_samples")) is not None:
+            with np.load(path) as archive:  # read each array once, close the file
+                samples[r.model] = dict(archive)
     if not samples:
         result.notes.append(f"Restoration grid for {label}: skipped, no Result names a "
                             "files.restoration_samples archive.")
