@@ -364,7 +364,8 @@ def _outcomes(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
     exact = torch.full((n_mated, width), torch.inf, device=dev)
     band: list[tuple[torch.Tensor, torch.Tensor]] = []  # (flat mate index, block value)
     nonmated_max = torch.full((probes.shape[0] - n_mated,), -torch.inf, device=dev)
-    scratch = torch.empty(settings.probe_block * settings.gallery_block, device=dev)
+    scratch = torch.empty(min(settings.probe_block, n_mated)
+                          * min(settings.gallery_block, gallery.shape[0]), device=dev)
     for p0, g0, sim in _blocks(probes[order], gallery, settings.probe_block,
                                settings.gallery_block, settings.dtype, dev):
         m = min(sim.shape[0], max(n_mated - p0, 0))  # rows of mated probes in this block
@@ -395,8 +396,8 @@ def _outcomes(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
     outside = np.isfinite(exact_np) & ((exact_np < lo) | (exact_np > hi))
     redo = np.flatnonzero(outside.any(axis=1))
     if redo.size:
-        at_or_above[redo] = _count_at_or_above(probes[order[redo]], gallery, exact_np[redo],
-                                               settings)
+        exact_np[redo], at_or_above[redo] = _recount(probes[order[redo]], gallery,
+                                                     mate_cols[redo], settings)
     return _from_mate_counts(exact_np, at_or_above, nonmated_max.cpu().numpy()), mated
 
 
@@ -455,19 +456,31 @@ def _mate_bands(probes: np.ndarray, gallery: np.ndarray, mate_cols: np.ndarray,
     return lo32, hi32
 
 
-def _count_at_or_above(probes: np.ndarray, gallery: np.ndarray, limits: np.ndarray,
-                       settings: IdentificationSettings) -> np.ndarray:
-    """Per probe and limit, the gallery items whose block score is >= the limit (exact)."""
+def _recount(probes: np.ndarray, gallery: np.ndarray, mate_cols: np.ndarray,
+             settings: IdentificationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Mate scores and, per mate, the gallery items scoring >= it, for a few probes: two passes
+    over identical blocks of just these probes (a BLAS may round a smaller block differently
+    from the main pass, so both the scores and the counts come from these blocks)."""
     import torch
 
-    counts = torch.zeros(limits.shape, dtype=torch.int64, device=settings.device)
-    limits_t = torch.from_numpy(limits).to(settings.device)
-    for p0, _, sim in _blocks(probes, gallery, settings.probe_block, settings.gallery_block,
-                              settings.dtype, settings.device):
+    dev = settings.device
+    cols = torch.from_numpy(mate_cols).to(dev)
+    exact = torch.full(mate_cols.shape, torch.inf, device=dev)
+    counts = torch.zeros(mate_cols.shape, dtype=torch.int64, device=dev)
+
+    def blocks() -> Iterator[tuple[int, int, torch.Tensor]]:
+        return _blocks(probes, gallery, settings.probe_block, settings.gallery_block,
+                       settings.dtype, dev)
+
+    for p0, g0, sim in blocks():
+        local = cols[p0:p0 + sim.shape[0]] - g0
+        r, j = torch.nonzero((local >= 0) & (local < sim.shape[1]), as_tuple=True)
+        exact[r + p0, j] = sim[r, local[r, j]]
+    for p0, _, sim in blocks():
         rows = slice(p0, p0 + sim.shape[0])
-        for j in range(limits.shape[1]):
-            counts[rows, j] += (sim >= limits_t[rows, j, None]).sum(dim=1)
-    return counts.cpu().numpy()
+        for j in range(mate_cols.shape[1]):
+            counts[rows, j] += (sim >= exact[rows, j, None]).sum(dim=1)
+    return exact.cpu().numpy(), counts.cpu().numpy()
 
 
 def _from_mate_counts(mate_scores: np.ndarray, at_or_above: np.ndarray,

@@ -183,17 +183,21 @@ class Trainer:
             t0 = time.perf_counter()
             terms = self.train_step(stage.losses)
             self.step += 1
-            self._check_finite(stage.name, terms)
             elapsed = time.perf_counter() - t0
             self.train_seconds += elapsed
             bar.update(1)
             last = self.step == cfg.steps
+            stopping = stop_after is not None and self.step >= stop_after
+            if last or stopping or any(self.step % n == 0 for n in (
+                    rt.log_every, v.every, rt.checkpoint_every)):
+                # only before a write: a NaN stays in the weights, and a check every step
+                # would stall a GPU on a sync
+                self._check_finite(stage.name, terms)
             if self.step % rt.log_every == 0 or last:
                 record = self._train_record(stage.name, terms, elapsed)
                 bar.set_postfix(stage=stage.name, loss=f"{record['loss']:.3f}")
             if self.step % v.every == 0 or last:
                 self.validate(stage.name)
-            stopping = stop_after is not None and self.step >= stop_after
             if self.step % rt.checkpoint_every == 0 or last or stopping:
                 self.save_state()
             if stopping:
@@ -246,14 +250,14 @@ class Trainer:
         return {k: v for k, v in sums.items()}
 
     def _check_finite(self, stage: str, terms: dict[str, torch.Tensor]) -> None:
-        """Stop before a NaN or inf loss reaches a checkpoint or the log."""
+        """Stop before a NaN or inf loss reaches the log, a validation or a checkpoint."""
         if bool(torch.isfinite(terms["loss"]).item()):
             return
         bad = ", ".join(f"{k}={float(v):g}" for k, v in sorted(terms.items())
                         if not math.isfinite(float(v)))
         raise TrainingError(
             f"{self.cfg.source}: the loss is not finite at step {self.step} (stage '{stage}'): "
-            f"{bad}. Nothing was written after step {self.step - 1}; the last checkpoint is "
+            f"{bad}. Nothing was written after the previous log step; the last checkpoint is "
             f"{self.state_path}. Lower optim.lr or the weight of the term named, then resume.")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
