@@ -78,6 +78,29 @@ def test_twin_is_exact_outside_the_occluder_and_differs_inside() -> None:
         assert np.array_equal(render_face(9, index % 4, index, masked=False).image, r.unmasked)
 
 
+@pytest.mark.parametrize("blur", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("jpeg", [0, 55, 90])
+def test_finishing_a_crop_equals_finishing_the_whole_frame(blur: float, jpeg: int) -> None:
+    """The masked image finishes only a crop around the map (blur reach, JPEG macroblocks and
+    their neighbours); it must equal the whole frame finished and composited, bit for bit, also
+    when the map touches the border or is a single pixel."""
+    rng = np.random.default_rng([int(blur * 10), jpeg])
+    base = rng.integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
+    occluded = rng.integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
+    light = rng.uniform(0.5, 1.2, size=(112, 112, 3)).astype(np.float32)
+    noise = rng.normal(0, 4, size=(112, 112, 3)).astype(np.float32)
+    nz = dataclasses.replace(synthface._nuisance(np.random.default_rng(1)), blur=blur, jpeg=jpeg)
+    unmasked = synthface._finish(base * light, nz, noise.copy())
+    whole = synthface._finish(occluded * light, nz, noise.copy())
+    boxes = [(40, 20, 100, 90), (0, 0, 30, 112), (70, 90, 112, 112), (57, 33, 58, 34)]
+    for y0, x0, y1, x1 in boxes:
+        mask_map = np.zeros((112, 112), dtype=bool)
+        mask_map[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.7
+        mask_map[y0, x0] = True
+        got = synthface._finish_occluded(occluded, light, noise, mask_map, unmasked, nz)
+        assert np.array_equal(got, np.where(mask_map[..., None], whole, unmasked)), (y0, x0)
+
+
 def test_landmarks_lie_in_the_image_near_the_arcface_template() -> None:
     errors = []
     for index in range(20):

@@ -879,12 +879,17 @@ def render_occluder(image: np.ndarray, landmarks: np.ndarray, spec: OccluderSpec
     grain = _GRAIN[raw].reshape(y1 - y0, x1 - x0, 1)
     ga, gb = frame.grid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     factor = np.clip(design.shade(ga, gb), 0.4, 1.25)[..., None]
-    paint = np.asarray(colour.reduce(_SS)) * factor + grain  # self-shading and fibre grain
+    paint = np.asarray(colour.reduce(_SS)) * factor  # self-shading and fibre grain
+    paint += grain
     region = img[y0:y1, x0:x1]
-    # alpha blend; where alpha is 0 this gives back the input pixel exactly
-    mixed = region + (paint - region) * (alpha8[..., None] * np.float32(1 / 255))
+    # alpha blend region + (paint - region) alpha, in place; where alpha is 0 this gives back
+    # the input pixel exactly
+    paint -= region
+    paint *= alpha8[..., None] * np.float32(1 / 255)
+    paint += region
+    paint += np.float32(0.5)
     out = img.copy()
-    out[y0:y1, x0:x1] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.clip(paint, 0, 255, out=paint).astype(np.uint8)
     occluder_map[y0:y1, x0:x1] = alpha8 > 0
     return out, occluder_map
 

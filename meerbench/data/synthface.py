@@ -643,53 +643,78 @@ def _shading(nz: _Nuisance, p: IdentityParams, silhouette: np.ndarray) -> np.nda
     # ellipsoid coordinates (u, v): linear in x and y, so built from the two pixel axes
     u = (_AXIS * (cr / ax))[None, :] + (_AXIS * (sr / ax) - (cx * cr + cy * sr) / ax)[:, None]
     v = (_AXIS * (-sr / ay))[None, :] + (_AXIS * (cr / ay) + (cx * sr - cy * cr) / ay)[:, None]
-    r2 = u * u + v * v
     c_yaw, s_yaw = round(math.cos(nz.yaw), 9), round(math.sin(nz.yaw), 9)
     lx, ly, lz = nz.light
     hx, hz = lx * c_yaw - lz * s_yaw, lx * s_yaw + lz * c_yaw  # light in head coordinates
     hx, hy = hx * cr + ly * sr, ly * cr - hx * sr
-    lam = (u * hx + v * hy) / np.sqrt(np.maximum(r2, 1.0)) + np.sqrt(np.maximum(1 - r2, 0.0)) * hz
-    face = nz.ambient + nz.diffuse * np.maximum(lam, 0.0)
+    # lam = (u hx + v hy) / sqrt(max(r2, 1)) + sqrt(max(1 - r2, 0)) hz with r2 = u^2 + v^2,
+    # in place: image-sized temporaries cost more than the arithmetic
+    r2, tmp = u * u, np.empty_like(u)
+    r2 += np.multiply(v, v, out=tmp)
+    lam = np.multiply(u, hx, out=u)
+    lam += np.multiply(v, hy, out=v)
+    lam /= np.sqrt(np.maximum(r2, 1.0, out=tmp), out=tmp)
+    lam += np.multiply(np.sqrt(np.maximum(np.subtract(1, r2, out=tmp), 0.0, out=tmp), out=tmp),
+                       hz, out=tmp)
+    face = np.maximum(lam, 0.0, out=lam)
+    face *= nz.diffuse
+    face += nz.ambient
     ramp = _AXIS * (0.3 * nz.diffuse / 56)
     back = (ramp * lx)[None, :] + (ramp * ly + nz.ambient + nz.diffuse * (
         0.55 - 0.3 * (lx + ly)))[:, None]
-    return back + (face - back) * silhouette
+    face -= back
+    face *= silhouette
+    face += back
+    return face
 
 
 def _draw(sc: _Scene, pix: np.ndarray, canvas: Image.Image) -> np.ndarray:
     """Draw the scene on a 224 canvas; returns the 112x112 head silhouette in [0, 1]."""
-    cpts = (pix * 2 + 0.5).tolist()
-    spts = pix.tolist()
+    cpts = (pix * 2 + 0.5).ravel().tolist()  # flat x, y lists: Pillow takes them as is
+    spts = pix.ravel().tolist()
     draw = ImageDraw.Draw(canvas)
     sil = Image.new("L", (SIZE, SIZE), 0)
     sdraw = ImageDraw.Draw(sil)
     for kind, a, b, colour, size, body in sc.ops:
         if kind == "poly":
-            draw.polygon(cpts[a:b], fill=colour)
+            draw.polygon(cpts[2 * a:2 * b], fill=colour)
             if body:
-                sdraw.polygon(spts[a:b], fill=255)
+                sdraw.polygon(spts[2 * a:2 * b], fill=255)
         elif kind == "line":
-            draw.line(cpts[a:b], fill=colour, width=max(1, int(size * 2 + 0.5)), joint="curve")
+            draw.line(cpts[2 * a:2 * b], fill=colour, width=max(1, int(size * 2 + 0.5)),
+                      joint="curve")
         else:
-            (x, y), r = cpts[a], size * 2
+            x, y, r = cpts[2 * a], cpts[2 * a + 1], size * 2
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    return np.asarray(sil, dtype=np.float32) / 255
+    silhouette = np.asarray(sil, dtype=np.float32)
+    silhouette /= 255
+    return silhouette
+
+
+def _blur_passes(sigma: float) -> int:
+    """Passes of the 3-tap kernel for ``sigma``; each pass reaches one more pixel."""
+    return 0 if sigma <= 0 else 1 if sigma <= 0.7 else 2
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable blur of (L, H, W, 3) float32 by [w, 1 - 2w, w] passes (edges replicated)."""
-    passes = 1 if sigma <= 0.7 else 2
+    """Separable blur of (H, W, 3) float32 by [w, 1 - 2w, w] passes (edges replicated).
+
+    Works in two scratch buffers: a fresh image-sized temporary per step costs more than the
+    arithmetic. ``x`` is overwritten.
+    """
+    passes = _blur_passes(sigma)
     w = np.float32(sigma * sigma / (2 * passes))
     keep = np.float32(1) - 2 * w
+    y, term = np.empty_like(x), np.empty_like(x)
     for _ in range(passes):
-        for axis in (1, 2):
-            src = np.moveaxis(x, axis, 0)
-            y = src * keep
-            y[1:] += w * src[:-1]
-            y[:-1] += w * src[1:]
-            y[0] += w * src[0]
-            y[-1] += w * src[-1]
-            x = np.moveaxis(y, 0, axis)
+        for axis in (0, 1):
+            src, dst, t = (np.moveaxis(a, axis, 0) for a in (x, y, term))
+            np.multiply(src, keep, out=dst)
+            dst[1:] += np.multiply(src[:-1], w, out=t[1:])
+            dst[:-1] += np.multiply(src[1:], w, out=t[:-1])
+            dst[0] += np.multiply(src[0], w, out=t[0])
+            dst[-1] += np.multiply(src[-1], w, out=t[-1])
+            x, y = y, x
     return x
 
 
@@ -698,13 +723,66 @@ def _noise(rng: np.random.Generator, sigma: float) -> np.ndarray:
     standard deviation 9.22) from raw bytes, so every machine draws the same values."""
     raw = np.frombuffer(rng.bytes(2 * SIZE * SIZE * 3), dtype=np.uint8).reshape(2, SIZE, SIZE, 3)
     total = (raw[0] & 15) + (raw[0] >> 4) + (raw[1] & 15) + (raw[1] >> 4)
-    return (total.astype(np.float32) - 30) * np.float32(sigma / 9.22)
+    noise = total.astype(np.float32)
+    noise -= 30
+    noise *= np.float32(sigma / 9.22)
+    return noise
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
     return np.asarray(Image.open(buf, formats=["JPEG"]).convert("RGB"))
+
+
+def _finish(lit: np.ndarray, nz: _Nuisance, noise: np.ndarray | None) -> np.ndarray:
+    """Camera effects on a lit (H, W, 3) float32 render, in place: blur, sensor noise,
+    rounding, JPEG."""
+    if nz.blur > 0:
+        lit = _blur(lit, nz.blur)
+    if noise is not None:
+        lit += noise
+    lit += np.float32(0.5)
+    out = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
+    return _jpeg(out, nz.jpeg) if nz.jpeg else out
+
+
+_MACROBLOCK = 16  # JPEG 4:2:0 coding unit
+
+
+def _finish_occluded(occluded: np.ndarray, light: np.ndarray, noise: np.ndarray | None,
+                     mask_map: np.ndarray, unmasked: np.ndarray, nz: _Nuisance) -> np.ndarray:
+    """The masked image: ``unmasked`` with the finished occluded render inside ``mask_map``.
+
+    Only a crop around the map is finished, bit-identical to finishing the whole frame: the
+    blur reaches ``_blur_passes`` pixels, and a decoded JPEG pixel depends on its own 16-pixel
+    macroblock and, through chroma upsampling, on the neighbouring ones.
+    """
+    rows, cols = np.flatnonzero(mask_map.any(1)), np.flatnonzero(mask_map.any(0))
+    if rows.size == 0:
+        return unmasked.copy()
+    box = [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]  # y0 x0 y1 x1
+    if nz.jpeg:  # whole macroblocks plus a ring of neighbours (SIZE is a multiple of 16)
+        m = _MACROBLOCK
+        box = [box[0] // m * m - m, box[1] // m * m - m, -(-box[2] // m) * m + m,
+               -(-box[3] // m) * m + m]
+    y0, x0, y1, x1 = (min(max(v, 0), SIZE) for v in box)
+    r = _blur_passes(nz.blur)  # finish r more pixels on every side, then drop them
+    ly0, lx0, ly1, lx1 = max(y0 - r, 0), max(x0 - r, 0), min(y1 + r, SIZE), min(x1 + r, SIZE)
+    crop = np.s_[ly0:ly1, lx0:lx1]
+    lit = occluded[crop] * light[crop]
+    if nz.blur > 0:
+        lit = _blur(lit, nz.blur)
+    if noise is not None:
+        lit += noise[crop]
+    lit = lit[y0 - ly0:y1 - ly0, x0 - lx0:x1 - lx0]
+    lit += np.float32(0.5)
+    out = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
+    if nz.jpeg:
+        out = _jpeg(out, nz.jpeg)
+    image = unmasked.copy()
+    np.copyto(image[y0:y1, x0:x1], out, where=mask_map[y0:y1, x0:x1, None])
+    return image
 
 
 def render_face(seed: int, identity: int, index: int, *, masked: bool,
@@ -721,23 +799,15 @@ def render_face(seed: int, identity: int, index: int, *, masked: bool,
     silhouette = _draw(sc, pix, canvas)
     albedo = np.asarray(canvas.reduce(2))
     landmarks = pix[lm_start:lm_start + 68]
-    layers = [albedo]
     spec, mask_map = None, None
+    light = _shading(nz, p, silhouette)[..., None] * np.array(nz.cast, dtype=np.float32)
+    noise = _noise(rng, nz.noise) if nz.noise > 0 else None
+    unmasked = _finish(albedo * light, nz, noise)
+    image = unmasked
     if masked:
         spec = sample_occluder(np.random.default_rng([seed, identity, index, 1]), families)
         occluded, mask_map = render_occluder(albedo, landmarks, spec)
-        layers.append(occluded)
-    light = _shading(nz, p, silhouette)[..., None] * np.array(nz.cast, dtype=np.float32)
-    lit = np.stack(layers) * light
-    if nz.blur > 0:
-        lit = _blur(lit, nz.blur)
-    if nz.noise > 0:
-        lit += _noise(rng, nz.noise)
-    out = np.clip(lit + 0.5, 0, 255).astype(np.uint8)
-    if nz.jpeg:
-        out = np.stack([_jpeg(layer, nz.jpeg) for layer in out])
-    unmasked = out[0]
-    image = unmasked if mask_map is None else np.where(mask_map[..., None], out[1], unmasked)
+        image = _finish_occluded(occluded, light, noise, mask_map, unmasked, nz)
     return FaceRender(image=image, unmasked=unmasked, mask_map=mask_map,
                       landmarks=landmarks.astype(np.float32), occluder=spec)
 
