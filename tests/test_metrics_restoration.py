@@ -468,6 +468,9 @@ def test_restoration_report_is_json_ready_and_consistent(
     assert report["psnr"]["mean"] == psnr(restored, target).mean
     assert report["ssim"]["mean"] == ssim(restored, target).mean
     assert report["psnr_masked_region"]["mean"] == psnr(restored, target, mask).mean
+    by_hand = [10 * np.log10(255**2 / np.mean((r[m].astype(float) - t[m]) ** 2))
+               for r, t, m in zip(restored, target, mask, strict=True)]
+    assert report["psnr_masked_region"]["mean"] == pytest.approx(np.mean(by_hand), rel=1e-12)
     assert report["ssim_masked_region"]["mean"] == ssim(restored, target, mask).mean
     assert report["identity_similarity"]["mean"] == pytest.approx(
         identity_similarity(emb_r, emb_t, "dlib-resnet")["mean"])

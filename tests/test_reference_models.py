@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from meerbench.engine.evaluate import evaluate
+from meerbench.io import sha256_file
 from meerbench.models import load_model
-from meerbench.models.weights import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ("arcface-s", "arcface-s-maskaug", "from-s", "meer-s")

@@ -45,7 +45,7 @@ from meerbench.data.masks import (
     sample_occluder,
 )
 from meerbench.errors import DatasetError, MeerbenchError, ModelError
-from meerbench.io import write_json
+from meerbench.io import sha256_file, write_json
 
 LANDMARK_MODES = ("auto", "template", "dlib68")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -178,10 +178,6 @@ def _write_manifest(path: Path, columns: Sequence[str], records: list[dict[str, 
         writer.writerows(records)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def mask_dataset(dataset: Dataset, spec: MaskingSpec, *,
                  progress: bool = True) -> tuple[Dataset, dict[str, Any]]:
     """Add a masked twin of every unmasked sample; return the extended dataset and its info.
@@ -224,7 +220,7 @@ def mask_dataset(dataset: Dataset, spec: MaskingSpec, *,
              for s in originals]
     done = json.loads((final / "done.json").read_text(encoding="utf-8"))
     info = {"masking": spec.to_dict(), "manifest": str(manifest),
-            "manifest_sha256": _sha256(manifest), **done}
+            "manifest_sha256": sha256_file(manifest), **done}
     extended = Dataset(dataset.name, dataset.root, [*dataset.samples, *twins], dataset.pairs,
                        info={**dataset.info, "masking": info})
     return extended, info

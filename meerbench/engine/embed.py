@@ -84,14 +84,20 @@ class EmbedOutput:
     device: str
 
 
+def auto_precision(device: torch.device) -> str:
+    """bf16 on CPU and on GPUs that support it, else fp16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp16"
+    return "bf16"
+
+
 def resolve_precision(model: FaceModel, device: torch.device, precision: str) -> str:
+    """``precision`` as given; "auto" is fp32 for models that opt out of reduced precision."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    if not model.accelerate:
-        return "fp32"
-    return "bf16"
+    return auto_precision(device) if model.accelerate else "fp32"
 
 
 def forward_batch(model: FaceModel, images: torch.Tensor, device: torch.device, precision: str

@@ -10,7 +10,6 @@ with the file to place and where, never a number from random weights.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import warnings
@@ -25,7 +24,7 @@ import scipy.linalg
 import scipy.ndimage
 
 from meerbench.errors import ModelError
-from meerbench.io import atomic_open
+from meerbench.io import atomic_open, sha256_file
 from meerbench.metrics.errors import MetricInputError, check_choice
 
 if TYPE_CHECKING:
@@ -104,14 +103,6 @@ def _weights_path(what: str, url: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- inputs
 
 
@@ -166,57 +157,54 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 @dataclass(frozen=True)
-class PsnrResult:
-    """Mean per-image PSNR (dB); ``per_image`` holds inf for identical, nan for skipped images."""
-
-    mean: float | None
-    per_image: np.ndarray = field(repr=False, compare=False)
-    n_identical: int
-    n_empty_mask: int
-    masked: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "n_images": len(self.per_image),
-                "n_averaged": int(np.isfinite(self.per_image).sum()),
-                "n_identical": self.n_identical, "n_empty_mask": self.n_empty_mask,
-                "masked": self.masked, "per_image": _per_image(self.per_image),
-                "conventions": PSNR_CONVENTIONS}
-
-
-@dataclass(frozen=True)
-class SsimResult:
-    """Mean per-image SSIM; ``per_image`` holds nan for images whose cropped mask is empty."""
+class PerImageResult:
+    """Mean of a per-image metric (PSNR in dB, SSIM) over its finite values; ``per_image`` holds
+    inf for identical images (PSNR) and nan for images whose mask is empty."""
 
     mean: float | None
     per_image: np.ndarray = field(repr=False, compare=False)
     n_empty_mask: int
     masked: bool
+    conventions: dict[str, Any] = field(repr=False)
+    n_identical: int | None = None  # PSNR only: images equal to their target
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "n_images": len(self.per_image),
-                "n_averaged": int(np.isfinite(self.per_image).sum()),
-                "n_empty_mask": self.n_empty_mask, "masked": self.masked,
-                "per_image": _per_image(self.per_image), "conventions": SSIM_CONVENTIONS}
+        out: dict[str, Any] = {"mean": self.mean, "n_images": len(self.per_image),
+                               "n_averaged": int(np.isfinite(self.per_image).sum())}
+        if self.n_identical is not None:
+            out["n_identical"] = self.n_identical
+        return {**out, "n_empty_mask": self.n_empty_mask, "masked": self.masked,
+                "per_image": _per_image(self.per_image), "conventions": self.conventions}
 
 
-def psnr(restored: Any, target: Any, mask: Any = None) -> PsnrResult:
+def psnr(restored: Any, target: Any, mask: Any = None) -> PerImageResult:
     """Per-image PSNR on [0, 255] in float64, averaged over finite values (BasicSR, RGB)."""
     a, b = _pair(restored, target)
+    whole, region = _psnr_results(a, b, None if mask is None else _mask(mask, a.shape))
+    return whole if region is None else region
+
+
+def _psnr_results(a: np.ndarray, b: np.ndarray,
+                  m: np.ndarray | None) -> tuple[PerImageResult, PerImageResult | None]:
+    """Whole-image PSNR and, given a mask, mask-region PSNR from one squared error."""
     sq = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    if mask is None:
-        mse, n_empty = sq.mean(axis=(1, 2, 3)), 0
-    else:
-        m = _mask(mask, a.shape)
-        count = m.sum(axis=(1, 2)) * 3.0
-        n_empty = int((count == 0).sum())
-        with np.errstate(invalid="ignore"):
-            mse = np.einsum("nhwc,nhw->n", sq, m.astype(np.float64)) / count
-    with np.errstate(divide="ignore"):
-        values = 10.0 * np.log10(255.0**2 / mse)
-    return PsnrResult(_mean(values), values, int((mse == 0).sum()), n_empty, mask is not None)
+
+    def result(mse: np.ndarray, n_empty: int, masked: bool) -> PerImageResult:
+        with np.errstate(divide="ignore"):
+            values = 10.0 * np.log10(255.0**2 / mse)
+        return PerImageResult(_mean(values), values, n_empty, masked, PSNR_CONVENTIONS,
+                              n_identical=int((mse == 0).sum()))
+
+    whole = result(sq.mean(axis=(1, 2, 3)), 0, False)
+    if m is None:
+        return whole, None
+    count = m.sum(axis=(1, 2)) * 3.0
+    with np.errstate(invalid="ignore"):
+        mse = np.einsum("nhwc,nhw->n", sq, m.astype(np.float64)) / count
+    return whole, result(mse, int((count == 0).sum()), True)
 
 
-def ssim(restored: Any, target: Any, mask: Any = None) -> SsimResult:
+def ssim(restored: Any, target: Any, mask: Any = None) -> PerImageResult:
     """SSIM with BasicSR's conventions (Gaussian 11x11, sigma 1.5, valid filtering, float64)."""
     a, b = _pair(restored, target)
     whole, region = _ssim_results(a, b, None if mask is None else _mask(mask, a.shape))
@@ -224,7 +212,7 @@ def ssim(restored: Any, target: Any, mask: Any = None) -> SsimResult:
 
 
 def _ssim_results(a: np.ndarray, b: np.ndarray,
-                  m: np.ndarray | None) -> tuple[SsimResult, SsimResult | None]:
+                  m: np.ndarray | None) -> tuple[PerImageResult, PerImageResult | None]:
     """Whole-image SSIM and, given a mask, mask-region SSIM from one filtering pass.
 
     Chunks of ~1 Mpixel run on a few threads (scipy.ndimage releases the GIL).
@@ -235,11 +223,11 @@ def _ssim_results(a: np.ndarray, b: np.ndarray,
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
         v = np.concatenate(list(pool.map(
             lambda s: _ssim_chunk(a[s], b[s], None if crop is None else crop[s]), parts)), axis=1)
-    whole = SsimResult(_mean(v[0]), v[0], 0, False)
+    whole = PerImageResult(_mean(v[0]), v[0], 0, False, SSIM_CONVENTIONS)
     if crop is None:
         return whole, None
     n_empty = int((crop.sum(axis=(1, 2)) == 0).sum())
-    return whole, SsimResult(_mean(v[1]), v[1], n_empty, True)
+    return whole, PerImageResult(_mean(v[1]), v[1], n_empty, True, SSIM_CONVENTIONS)
 
 
 def _ssim_chunk(a: np.ndarray, b: np.ndarray, m: np.ndarray | None) -> np.ndarray:
@@ -360,7 +348,7 @@ class InceptionFeatures:
         block = InceptionV3.BLOCK_INDEX_BY_DIM[dims]
         self.model = InceptionV3([block]).to(device).eval()
         self.batch_size, self.device = batch_size, device
-        digest = _sha256(path)
+        digest = sha256_file(path)
         self.reportable = digest == FID_WEIGHTS_SHA256
         self.info = {"name": "pytorch-fid-inception-v3", "dims": dims,
                      "weights_file": FID_WEIGHTS_FILE, "weights_sha256": digest,
@@ -440,7 +428,7 @@ def _pretrained_lpips(net: str, trunk: Path) -> tuple[torch.nn.Module, bool]:
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained`
         warnings.filterwarnings("ignore", "(The parameter 'pretrained'|Arguments other)")
         model = lpips.LPIPS(net=net, version="0.1", verbose=False)
-    return model, _sha256(trunk).startswith(trunk.stem.rsplit("-", 1)[1])
+    return model, sha256_file(trunk).startswith(trunk.stem.rsplit("-", 1)[1])
 
 
 def _lpips_input(x: Any, name: str) -> np.ndarray:
@@ -533,18 +521,19 @@ def restoration_report(restored: Any, target: Any, mask_maps: Any, *,
             raise MetricInputError("identity similarity needs the recognizer's name")
         identity = identity_similarity(restored_emb, target_emb, recognizer)
     m = None if mask_maps is None else _mask(mask_maps, a.shape)
+    psnr_whole, psnr_region = _psnr_results(a, b, m)
     ssim_whole, ssim_region = _ssim_results(a, b, m)
 
-    def bare(result: PsnrResult | SsimResult | None) -> dict[str, Any] | None:
+    def bare(result: PerImageResult | None) -> dict[str, Any] | None:
         """The result without its conventions, which the report states once."""
         return None if result is None else {
             k: v for k, v in result.to_dict().items() if k != "conventions"}
 
     return {
         "n_images": len(a),
-        "psnr": bare(psnr(a, b)),
+        "psnr": bare(psnr_whole),
         "ssim": bare(ssim_whole),
-        "psnr_masked_region": bare(None if m is None else psnr(a, b, m)),
+        "psnr_masked_region": bare(psnr_region),
         "ssim_masked_region": bare(ssim_region),
         "identity_similarity": identity,
         "fid": fid_images(a, b, feature_extractor=fid_features),

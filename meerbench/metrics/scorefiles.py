@@ -17,7 +17,7 @@ import csv
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,16 @@ class ScoreTable:
     conditions: np.ndarray | None = None
     refs: np.ndarray | None = None
     probes: np.ndarray | None = None
+
+    def of_condition(self, condition: str) -> ScoreTable | None:
+        """The pairs of one condition (UMR-MP, ...); None without a condition column or pairs."""
+        if self.conditions is None:
+            return None
+        sel = self.conditions == condition
+        if not sel.any():
+            return None
+        return ScoreTable(**{f.name: None if (v := getattr(self, f.name)) is None else v[sel]
+                             for f in fields(self)})
 
 
 def load_scores(path: str | os.PathLike[str]) -> ScoreTable:

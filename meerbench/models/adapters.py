@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from meerbench.errors import ModelError
+from meerbench.io import sha256_file
 from meerbench.models.base import FaceModel, FaceModelCfg, TorchFaceModel
-from meerbench.models.weights import bundled_dlib_files, sha256_file
+from meerbench.models.weights import bundled_dlib_files
 
 #: prefixes that training wrappers add to parameter names (DataParallel, arcface_torch's
 #: ``backbone`` attribute, ``torch.compile``).

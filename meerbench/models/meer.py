@@ -33,10 +33,10 @@ from torch import nn
 
 from meerbench.data.masks import SEEN_FAMILIES
 from meerbench.errors import ModelError
+from meerbench.io import sha256_file
 from meerbench.models.base import FaceModelCfg, TorchFaceModel
 from meerbench.models.cards import cards_dir
 from meerbench.models.iresnet import iresnet
-from meerbench.models.weights import sha256_file
 
 DECOUPLING = ("none", "from", "meer")
 #: occluder-family classes of the mask branch: the seen families, then "none" (unmasked).
@@ -91,6 +91,12 @@ class Encoded:
     pooled_mask: torch.Tensor | None = None  # (N, C)
     mask_logits: torch.Tensor | None = None  # (N, 1, h2, w2), layer2 resolution
     family_logits: torch.Tensor | None = None  # (N, families)
+
+
+def signed_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], the generator's pixel range (the contract's
+    mean 0.5, std 0.5)."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -263,7 +269,7 @@ class MeerModel(TorchFaceModel):
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 raw = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
-                full = raw.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+                full = signed_pixels(raw.to(device))
                 encoded = self.net.encode(self.cfg.preprocess(raw.to(device)))
                 size = full.shape[-2:]
                 generated = F.interpolate(self.net.generate(encoded), size=size, mode="bilinear",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from meerbench.errors import ModelError
-from meerbench.io import atomic_open
+from meerbench.io import atomic_open, sha256_file
 from meerbench.settings import home
 
 if TYPE_CHECKING:
@@ -29,14 +29,6 @@ TIMEOUT_S = 60
 def weights_dir() -> Path:
     """Where fetched weights live: ``<meerbench home>/weights``."""
     return home() / "weights"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(url: str, sha256: str, file_name: str, dest_dir: Path | None = None,

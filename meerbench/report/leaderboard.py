@@ -72,7 +72,8 @@ def _model_entry(grid: Grid, model: str, aggregates: list[dict[str, Any]]) -> di
         cell = grid.cell(model, c)
         if cell is not None:
             cells[c.key] = {"value": cell.value, "ci95": list(cell.ci95) if cell.ci95 else None,
-                            "reliable": cell.reliable, "note": cell.note}
+                            "reliable": cell.reliable, "note": cell.note,
+                            "best": grid.is_best(model, c)}
     means = {}
     for agg in aggregates:
         values = [cells.get(k, {}).get("value") for k in agg["columns"]]

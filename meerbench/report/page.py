@@ -85,8 +85,7 @@ def leaderboard_html(board: dict[str, Any]) -> str:
                     f'<span>{escape(c["condition"])}</span>'
                     f'<span class="m">{escape(c["label"])}{unit}</span></th>')
     head.append("<th>Provenance</th>")
-    best = {c["key"]: _best(board, c) for c in columns}
-    rows = [_row(board, m, best) for m in board["models"]]
+    rows = [_row(board, m) for m in board["models"]]
     ranked = (f"Ranked by {escape(aggs[0]['label'].lower())} over {len(aggs[0]['columns'])} "
               "(protocol, condition) columns; a model without a value in every one of them is "
               "not ranked." if aggs else "No aggregate to rank by.")
@@ -120,19 +119,7 @@ def _filters(columns: list[dict[str, Any]]) -> str:
     return "".join(parts) + "</form>"
 
 
-def _rounded(c: dict[str, Any], value: float) -> float:
-    return round(c["scale"] * value, c["digits"])
-
-
-def _best(board: dict[str, Any], c: dict[str, Any]) -> float | None:
-    values = [_rounded(c, v) for m in board["models"]
-              if (v := m["cells"].get(c["key"], {}).get("value")) is not None]
-    if not values:
-        return None
-    return max(values) if c["higher_is_better"] else min(values)
-
-
-def _row(board: dict[str, Any], m: dict[str, Any], best: dict[str, float | None]) -> str:
+def _row(board: dict[str, Any], m: dict[str, Any]) -> str:
     labels = {c["key"]: f'{c["protocol_label"]} {c["condition"]} {c["label"]}'
               for c in board["columns"]}
     cells = [f'<td data-value="{m["rank"] or ""}">{m["rank"] or "–"}</td>',
@@ -146,12 +133,12 @@ def _row(board: dict[str, Any], m: dict[str, Any], best: dict[str, float | None]
         else:
             cells.append(f'<td data-value="{entry["value"]!r}">{100 * entry["value"]:.2f}</td>')
     for c in board["columns"]:
-        cells.append(_cell(c, m["cells"].get(c["key"]), best[c["key"]]))
+        cells.append(_cell(c, m["cells"].get(c["key"])))
     cells.append(f'<td class="prov">{_provenance(m["provenance"])}</td>')
     return f'<tr data-model="{escape(m["model"])}">' + "".join(cells) + "</tr>"
 
 
-def _cell(c: dict[str, Any], cell: dict[str, Any] | None, best: float | None) -> str:
+def _cell(c: dict[str, Any], cell: dict[str, Any] | None) -> str:
     where = _where(c)
     if cell is None or cell["value"] is None:
         why = "no Result" if cell is None else cell.get("note") or "not measured"
@@ -169,7 +156,7 @@ def _cell(c: dict[str, Any], cell: dict[str, Any] | None, best: float | None) ->
         text += "†"
     if cell.get("note"):
         title.append(cell["note"])
-    klass = ' class="best"' if _rounded(c, value) == best else ""
+    klass = ' class="best"' if cell["best"] else ""
     return (f'<td{klass} {where} data-value="{value!r}" title="{escape("; ".join(title))}">'
             f"{escape(text)}</td>")
 

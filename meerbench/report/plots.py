@@ -112,11 +112,10 @@ def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> dict[str, P
 
 def _by_condition(run: Run, condition: str) -> tuple[np.ndarray, np.ndarray] | None:
     table = run.scores()
-    if table is None or table.conditions is None:
+    table = None if table is None else table.of_condition(condition)
+    if table is None or not 0 < table.labels.sum() < table.labels.size:
         return None
-    sel = table.conditions == condition
-    labels = table.labels[sel]
-    return (table.scores[sel], labels) if 0 < labels.sum() < labels.size else None
+    return table.scores, table.labels
 
 
 def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, Any]],

@@ -48,7 +48,7 @@ def paired_test(run: Run, reference: Run, column: Column, rounds: int = 1000,
     tables = [run.scores(), reference.scores()]
     if tables[0] is None or tables[1] is None:
         return "no score file"
-    a, b = (_condition(t, column.condition) for t in tables)
+    a, b = (None if t.folds is None else t.of_condition(column.condition) for t in tables)
     if a is None or b is None or not _same_pairs(a, b):
         return "score files hold different pairs"
     if a.labels.all() or not a.labels.any():
@@ -77,18 +77,6 @@ def _test(run: Run, a: ScoreTable, b: ScoreTable, column: Column, rounds: int,
                                            tar["rule"], groups, rounds, seed)
     return PairedTest("paired bootstrap", float(test["p_value"]), test["difference"],
                       test["ci95"])
-
-
-def _condition(table: ScoreTable, condition: str) -> ScoreTable | None:
-    if table.conditions is None or table.folds is None:
-        return None
-    sel = table.conditions == condition
-    if not sel.any():
-        return None
-    pick = {name: None if (v := getattr(table, name)) is None else v[sel]
-            for name in ("scores", "labels", "ref_ids", "probe_ids", "folds", "conditions",
-                         "refs", "probes")}
-    return ScoreTable(**pick)
 
 
 def _same_pairs(a: ScoreTable, b: ScoreTable) -> bool:

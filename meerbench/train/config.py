@@ -81,9 +81,6 @@ class Stage:
     steps: int
     losses: dict[str, float]
 
-    def uses_generator(self) -> bool:
-        return any(w > 0 for t, w in self.losses.items() if t in GENERATOR_TERMS)
-
 
 @dataclass(frozen=True)
 class LossCfg:
@@ -151,9 +148,6 @@ class TrainConfig:
                 return start
             start += stage.steps
         raise KeyError(name)
-
-    def needs_generator(self) -> bool:
-        return any(s.uses_generator() for s in self.stages)
 
 
 def load_config(path: str | Path) -> TrainConfig:

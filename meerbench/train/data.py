@@ -14,6 +14,7 @@ with no sampler state to save.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from meerbench.data.images import read_mask, read_rgb
 from meerbench.engine.distributed import rank_zero_first
 from meerbench.errors import DatasetError
 from meerbench.io import atomic_open
+from meerbench.models.meer import signed_pixels
 from meerbench.protocol import load_protocol
 from meerbench.settings import home
 from meerbench.train.config import TrainConfig
@@ -141,10 +143,17 @@ def step_indices(n_pairs: int, batch: int, step: int, seed: int) -> np.ndarray:
     epochs, offsets = np.divmod(positions, n_pairs)
     out = np.empty(batch, np.int64)
     for epoch in np.unique(epochs):
-        perm = np.random.default_rng([seed, int(epoch)]).permutation(n_pairs)
         sel = epochs == epoch
-        out[sel] = perm[offsets[sel]]
+        out[sel] = _epoch_order(n_pairs, seed, int(epoch))[offsets[sel]]
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n_pairs: int, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's permutation, kept while its steps run (a batch spans at most two epochs)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_pairs)
+    order.flags.writeable = False
+    return order
 
 
 @dataclass
@@ -165,8 +174,8 @@ class Batch:
 def make_batch(data: TrainData, rows: np.ndarray, flips: np.ndarray) -> Batch:
     """Gather pair ``rows``; ``flips`` (bool per row) mirrors image, twin and map together."""
     p = data.pairs
-    masked = _normalise(data.images[p.masked[rows]])
-    unmasked = _normalise(data.images[p.twin[rows]])
+    masked = signed_pixels(data.images[p.masked[rows]])
+    unmasked = signed_pixels(data.images[p.twin[rows]])
     maps = data.maps[p.masked[rows]].float().div(255).unsqueeze(1)
     flip = torch.from_numpy(flips)
     if flip.any():
@@ -180,11 +189,6 @@ def step_flips(count: int, step: int, seed: int, enabled: bool) -> np.ndarray:
     if not enabled:
         return np.zeros(count, bool)
     return np.random.default_rng([seed, 1_000_003, step]).random(count) < 0.5
-
-
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1] (the contract's mean 0.5, std 0.5)."""
-    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 def holdout_dataset(data: TrainData) -> Dataset:

@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from meerbench.engine.distributed import init_from_env
+from meerbench.engine.embed import auto_precision
 from meerbench.errors import ModelError, TrainingError
-from meerbench.io import atomic_open, write_text
+from meerbench.io import atomic_open, sha256_file, write_text
 from meerbench.models.meer import MeerNet, contract
-from meerbench.models.weights import sha256_file
 from meerbench.train import losses as L
 from meerbench.train.config import TrainConfig, load_config
 from meerbench.train.data import load_train_data, make_batch, step_flips, step_indices
@@ -72,15 +72,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on CPU; bf16 on GPUs that support it, else fp16."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16"
-    return "bf16"
-
-
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
     o = cfg.optim
@@ -102,7 +93,8 @@ class Trainer:
         self.cfg, self.config_path, self.out = cfg, config_path, out
         self.device, self.rank, self.world = device, rank, world
         self.progress = progress and rank == 0
-        self.precision = resolve_precision(cfg.runtime.precision, device)
+        precision = cfg.runtime.precision
+        self.precision = auto_precision(device) if precision == "auto" else precision
         o = cfg.optim
         if o.batch_pairs % (world * o.accumulate):
             raise ModelError(f"{cfg.source}: optim.batch_pairs={o.batch_pairs} is not divisible "
