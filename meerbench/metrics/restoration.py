@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -179,8 +180,17 @@ class PerImageResult:
 
 def psnr(restored: Any, target: Any, mask: Any = None) -> PerImageResult:
     """Per-image PSNR on [0, 255] in float64, averaged over finite values (BasicSR, RGB)."""
+    return _whole_or_region(_psnr_results, restored, target, mask)
+
+
+def _whole_or_region(
+    results: Callable[[np.ndarray, np.ndarray, np.ndarray | None],
+                      tuple[PerImageResult, PerImageResult | None]],
+    restored: Any, target: Any, mask: Any,
+) -> PerImageResult:
+    """The whole-image result without a mask, else the mask-region one."""
     a, b = _pair(restored, target)
-    whole, region = _psnr_results(a, b, None if mask is None else _mask(mask, a.shape))
+    whole, region = results(a, b, None if mask is None else _mask(mask, a.shape))
     return whole if region is None else region
 
 
@@ -206,9 +216,7 @@ def _psnr_results(a: np.ndarray, b: np.ndarray,
 
 def ssim(restored: Any, target: Any, mask: Any = None) -> PerImageResult:
     """SSIM with BasicSR's conventions (Gaussian 11x11, sigma 1.5, valid filtering, float64)."""
-    a, b = _pair(restored, target)
-    whole, region = _ssim_results(a, b, None if mask is None else _mask(mask, a.shape))
-    return whole if region is None else region
+    return _whole_or_region(_ssim_results, restored, target, mask)
 
 
 def _ssim_results(a: np.ndarray, b: np.ndarray,
