@@ -68,3 +68,32 @@ def test_restoration_samples_and_per_family_metrics_are_written(tiny_protocol, t
     assert "UMR-UMP" not in by_family and set(by_family) <= {"UMR-MP", "MR-MP"}
     assert by_family and all(f in ("surgical", "cloth", "n95", "kn95", "fabric")
                              for cond in by_family.values() for f in cond)
+
+
+def test_per_family_intervals_resample_probe_identities():
+    """Pairs of one person are not independent: the per-family intervals, like the per-condition
+    ones, must resample probe identities, not pairs."""
+    from types import SimpleNamespace
+
+    from meerbench.engine.evaluate import verification_by_condition, verification_by_family
+    from meerbench.metrics.verification import VerificationSettings, verification_report
+
+    rng = np.random.default_rng(3)
+    n_ids, per_id = 12, 40  # 40 pairs per probe identity, one hard and one easy person...
+    samples = [SimpleNamespace(identity=f"id{i}", mask_type="cloth") for i in range(n_ids)]
+    probe = np.repeat(np.arange(n_ids), per_id)
+    label = np.tile(np.arange(per_id) % 2 == 0, n_ids)
+    shift = rng.normal(0, 1.5, n_ids)[probe]  # ...so whole identities move together
+    scores = np.where(label, 1.0, -1.0) + shift + rng.normal(0, 0.3, probe.size)
+    pairs = SimpleNamespace(probe=probe, label=label, fold=probe % 4,
+                            condition=np.array(["UMR-MP"] * probe.size, dtype=object))
+    settings = {"bootstrap": 200, "seed": 0}
+    proto = SimpleNamespace(metrics={"verification": settings},
+                            verification=SimpleNamespace(conditions=["UMR-MP"]))
+    dataset = SimpleNamespace(samples=samples)
+    family = verification_by_family(proto, dataset, pairs, scores)["UMR-MP"]["cloth"]
+    condition = verification_by_condition(proto, dataset, pairs, scores)["UMR-MP"]
+    by_pair = verification_report(scores, label, pairs.fold, VerificationSettings(**settings))
+    assert family["eer"] == condition["eer"]
+    width = family["eer"]["ci95"][1] - family["eer"]["ci95"][0]
+    assert width > 1.5 * (by_pair["eer"]["ci95"][1] - by_pair["eer"]["ci95"][0])

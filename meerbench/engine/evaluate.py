@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,42 +147,53 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def verification_by_family(
-    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
-) -> dict[str, dict[str, Any]]:
-    """Per condition with masked probes, the metrics of the pairs whose probe wears each family."""
-    from meerbench.metrics.verification import VerificationSettings, verification_report
-
-    settings = VerificationSettings.from_dict(proto.metrics["verification"])
-    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
-    report: dict[str, dict[str, Any]] = {}
-    for cond in proto.verification.conditions:
-        for fam in sorted(set(family[pairs.condition == cond]) - {""}):
-            sel = (pairs.condition == cond) & (family == fam)
-            if 0 < pairs.label[sel].sum() < sel.sum():
-                report.setdefault(cond, {})[fam] = verification_report(
-                    scores[sel], pairs.label[sel], pairs.fold[sel], settings)
-    return report
-
-
 def verification_by_condition(
     proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
 ) -> dict[str, Any]:
-    from meerbench.metrics.verification import VerificationSettings, verification_report
-
-    settings = VerificationSettings.from_dict(proto.metrics["verification"])
-    identities = np.array([s.identity for s in dataset.samples])
-    groups = np.unique(identities, return_inverse=True)[1]
-    report = {}
+    """Per condition, the verification metrics of its pairs."""
+    report = _verification_reporter(proto, dataset, pairs, scores)
+    out = {}
     for cond in proto.verification.conditions:
         sel = pairs.condition == cond
         n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
         if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
-            report[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
-                            "skipped": "needs genuine and impostor pairs"}
+            out[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
+                         "skipped": "needs genuine and impostor pairs"}
             continue
-        report[cond] = verification_report(scores[sel], pairs.label[sel], pairs.fold[sel],
-                                           settings, groups=groups[pairs.probe[sel]])
+        out[cond] = report(sel)
+    return out
+
+
+def verification_by_family(
+    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per condition with masked probes, the metrics of the pairs whose probe wears each family."""
+    report = _verification_reporter(proto, dataset, pairs, scores)
+    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
+    out: dict[str, dict[str, Any]] = {}
+    for cond in proto.verification.conditions:
+        for fam in sorted(set(family[pairs.condition == cond]) - {""}):
+            sel = (pairs.condition == cond) & (family == fam)
+            if 0 < pairs.label[sel].sum() < sel.sum():
+                out.setdefault(cond, {})[fam] = report(sel)
+    return out
+
+
+def _verification_reporter(
+    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
+) -> Callable[[np.ndarray], dict[str, Any]]:
+    """The verification report of a selection of pairs; its intervals resample probe
+    identities (pairs of one person are not independent draws)."""
+    from meerbench.metrics.verification import VerificationSettings, verification_report
+
+    settings = VerificationSettings.from_dict(proto.metrics["verification"])
+    identities = np.array([s.identity for s in dataset.samples])
+    groups = np.unique(identities, return_inverse=True)[1][pairs.probe]
+
+    def report(sel: np.ndarray) -> dict[str, Any]:
+        return verification_report(scores[sel], pairs.label[sel], pairs.fold[sel], settings,
+                                   groups=groups[sel])
+
     return report
 
 
