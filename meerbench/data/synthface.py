@@ -697,24 +697,22 @@ def _blur_passes(sigma: float) -> int:
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable blur of (H, W, 3) float32 by [w, 1 - 2w, w] passes (edges replicated).
-
-    Works in two scratch buffers: a fresh image-sized temporary per step costs more than the
-    arithmetic. ``x`` is overwritten.
-    """
+    """Separable blur of (H, W, 3) float32 by [w, 1 - 2w, w] passes (edges replicated), in
+    place with one scratch buffer: a fresh image-sized temporary per step costs more than the
+    arithmetic (page faults)."""
     passes = _blur_passes(sigma)
     w = np.float32(sigma * sigma / (2 * passes))
     keep = np.float32(1) - 2 * w
-    y, term = np.empty_like(x), np.empty_like(x)
+    term = np.empty_like(x)
     for _ in range(passes):
         for axis in (0, 1):
-            src, dst, t = (np.moveaxis(a, axis, 0) for a in (x, y, term))
-            np.multiply(src, keep, out=dst)
-            dst[1:] += np.multiply(src[:-1], w, out=t[1:])
-            dst[:-1] += np.multiply(src[1:], w, out=t[:-1])
-            dst[0] += np.multiply(src[0], w, out=t[0])
-            dst[-1] += np.multiply(src[-1], w, out=t[-1])
-            x, y = y, x
+            src, t = np.moveaxis(x, axis, 0), np.moveaxis(term, axis, 0)
+            np.multiply(src, w, out=t)
+            src *= keep
+            src[1:] += t[:-1]
+            src[:-1] += t[1:]
+            src[0] += t[0]
+            src[-1] += t[-1]
     return x
 
 
