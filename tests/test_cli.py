@@ -33,7 +33,9 @@ def test_list_protocols_models_datasets(capsys):
     assert "synthface" in out and "manifest" in out
 
 
-def test_tiny_run_writes_result_and_scores_then_reuses_cache(capsys, tiny_protocol, tmp_path):
+def test_tiny_run_writes_result_and_scores_then_reuses_cache(capsys, tiny_protocol, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path / "home"))  # a cold cache in any test order
     out_dir = tmp_path / "results"
     code, out, _ = run_cli(capsys, "run", "--model", "fisherfaces", "--protocol",
                            str(tiny_protocol), "--out", str(out_dir), "--no-progress")

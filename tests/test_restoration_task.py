@@ -75,7 +75,7 @@ def test_per_family_intervals_resample_probe_identities():
     ones, must resample probe identities, not pairs."""
     from types import SimpleNamespace
 
-    from meerbench.engine.evaluate import verification_by_condition, verification_by_family
+    from meerbench.engine.evaluate import verification
     from meerbench.metrics.verification import VerificationSettings, verification_report
 
     rng = np.random.default_rng(3)
@@ -91,8 +91,8 @@ def test_per_family_intervals_resample_probe_identities():
     proto = SimpleNamespace(metrics={"verification": settings},
                             verification=SimpleNamespace(conditions=["UMR-MP"]))
     dataset = SimpleNamespace(samples=samples)
-    family = verification_by_family(proto, dataset, pairs, scores)["UMR-MP"]["cloth"]
-    condition = verification_by_condition(proto, dataset, pairs, scores)["UMR-MP"]
+    by_condition, by_family = verification(proto, dataset, pairs, scores)
+    family, condition = by_family["UMR-MP"]["cloth"], by_condition["UMR-MP"]
     by_pair = verification_report(scores, label, pairs.fold, VerificationSettings(**settings))
     assert family["eer"] == condition["eer"]
     width = family["eer"]["ci95"][1] - family["eer"]["ci95"][0]

@@ -90,8 +90,8 @@ def test_finishing_a_crop_equals_finishing_the_whole_frame(blur: float, jpeg: in
     light = rng.uniform(0.5, 1.2, size=(112, 112, 3)).astype(np.float32)
     noise = rng.normal(0, 4, size=(112, 112, 3)).astype(np.float32)
     nz = dataclasses.replace(synthface._nuisance(np.random.default_rng(1)), blur=blur, jpeg=jpeg)
-    unmasked = synthface._finish(base * light, nz, noise.copy())
-    whole = synthface._finish(occluded * light, nz, noise.copy())
+    unmasked = synthface._develop(synthface._expose(base * light, nz, noise), nz)
+    whole = synthface._develop(synthface._expose(occluded * light, nz, noise), nz)
     boxes = [(40, 20, 100, 90), (0, 0, 30, 112), (70, 90, 112, 112), (57, 33, 58, 34)]
     for y0, x0, y1, x1 in boxes:
         mask_map = np.zeros((112, 112), dtype=bool)

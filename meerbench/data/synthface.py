@@ -734,13 +734,17 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf, formats=["JPEG"]).convert("RGB"))
 
 
-def _finish(lit: np.ndarray, nz: _Nuisance, noise: np.ndarray | None) -> np.ndarray:
-    """Camera effects on a lit (H, W, 3) float32 render, in place: blur, sensor noise,
-    rounding, JPEG."""
+def _expose(lit: np.ndarray, nz: _Nuisance, noise: np.ndarray | None) -> np.ndarray:
+    """Blur and sensor noise on a lit (H, W, 3) float32 render, in place."""
     if nz.blur > 0:
         lit = _blur(lit, nz.blur)
     if noise is not None:
         lit += noise
+    return lit
+
+
+def _develop(lit: np.ndarray, nz: _Nuisance) -> np.ndarray:
+    """Round an exposed render to uint8 (in place on ``lit``), then JPEG when the image has it."""
     lit += np.float32(0.5)
     out = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
     return _jpeg(out, nz.jpeg) if nz.jpeg else out
@@ -766,19 +770,11 @@ def _finish_occluded(occluded: np.ndarray, light: np.ndarray, noise: np.ndarray 
         box = [box[0] // m * m - m, box[1] // m * m - m, -(-box[2] // m) * m + m,
                -(-box[3] // m) * m + m]
     y0, x0, y1, x1 = (min(max(v, 0), SIZE) for v in box)
-    r = _blur_passes(nz.blur)  # finish r more pixels on every side, then drop them
+    r = _blur_passes(nz.blur)  # expose r more pixels on every side, then drop them
     ly0, lx0, ly1, lx1 = max(y0 - r, 0), max(x0 - r, 0), min(y1 + r, SIZE), min(x1 + r, SIZE)
     crop = np.s_[ly0:ly1, lx0:lx1]
-    lit = occluded[crop] * light[crop]
-    if nz.blur > 0:
-        lit = _blur(lit, nz.blur)
-    if noise is not None:
-        lit += noise[crop]
-    lit = lit[y0 - ly0:y1 - ly0, x0 - lx0:x1 - lx0]
-    lit += np.float32(0.5)
-    out = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
-    if nz.jpeg:
-        out = _jpeg(out, nz.jpeg)
+    lit = _expose(occluded[crop] * light[crop], nz, None if noise is None else noise[crop])
+    out = _develop(lit[y0 - ly0:y1 - ly0, x0 - lx0:x1 - lx0], nz)
     image = unmasked.copy()
     np.copyto(image[y0:y1, x0:x1], out, where=mask_map[y0:y1, x0:x1, None])
     return image
@@ -801,7 +797,7 @@ def render_face(seed: int, identity: int, index: int, *, masked: bool,
     spec, mask_map = None, None
     light = _shading(nz, p, silhouette)[..., None] * np.array(nz.cast, dtype=np.float32)
     noise = _noise(rng, nz.noise) if nz.noise > 0 else None
-    unmasked = _finish(albedo * light, nz, noise)
+    unmasked = _develop(_expose(albedo * light, nz, noise), nz)
     image = unmasked
     if masked:
         spec = sample_occluder(np.random.default_rng([seed, identity, index, 1]), families)

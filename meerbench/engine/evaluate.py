@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +90,8 @@ def evaluate(
     if pairs is not None:
         scores = np.einsum("ij,ij->i", emb.embeddings[row[pairs.ref]],
                            emb.embeddings[row[pairs.probe]]).astype(np.float64)
-        metrics["verification"] = verification_by_condition(proto, dataset, pairs, scores)
-        metrics["verification_by_family"] = verification_by_family(proto, dataset, pairs, scores)
+        metrics["verification"], metrics["verification_by_family"] = verification(
+            proto, dataset, pairs, scores)
         counts["pairs"] = {c: int((pairs.condition == c).sum())
                            for c in proto.verification.conditions}
         if out is not None:
@@ -147,54 +146,38 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def verification_by_condition(
+def verification(
     proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
-) -> dict[str, Any]:
-    """Per condition, the verification metrics of its pairs."""
-    report = _verification_reporter(proto, dataset, pairs, scores)
-    out = {}
-    for cond in proto.verification.conditions:
-        sel = pairs.condition == cond
-        n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
-        if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
-            out[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
-                         "skipped": "needs genuine and impostor pairs"}
-            continue
-        out[cond] = report(sel)
-    return out
-
-
-def verification_by_family(
-    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
-) -> dict[str, dict[str, Any]]:
-    """Per condition with masked probes, the metrics of the pairs whose probe wears each family."""
-    report = _verification_reporter(proto, dataset, pairs, scores)
-    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
-    out: dict[str, dict[str, Any]] = {}
-    for cond in proto.verification.conditions:
-        for fam in sorted(set(family[pairs.condition == cond]) - {""}):
-            sel = (pairs.condition == cond) & (family == fam)
-            if 0 < pairs.label[sel].sum() < sel.sum():
-                out.setdefault(cond, {})[fam] = report(sel)
-    return out
-
-
-def _verification_reporter(
-    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
-) -> Callable[[np.ndarray], dict[str, Any]]:
-    """The verification report of a selection of pairs; its intervals resample probe
-    identities (pairs of one person are not independent draws)."""
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The verification metrics per condition, and per condition with masked probes per
+    occluder family of the probe. Every interval resamples probe identities (pairs of one person
+    are not independent draws)."""
     from meerbench.metrics.verification import VerificationSettings, verification_report
 
     settings = VerificationSettings.from_dict(proto.metrics["verification"])
     identities = np.array([s.identity for s in dataset.samples])
     groups = np.unique(identities, return_inverse=True)[1][pairs.probe]
+    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
 
     def report(sel: np.ndarray) -> dict[str, Any]:
         return verification_report(scores[sel], pairs.label[sel], pairs.fold[sel], settings,
                                    groups=groups[sel])
 
-    return report
+    by_condition: dict[str, Any] = {}
+    by_family: dict[str, dict[str, Any]] = {}
+    for cond in proto.verification.conditions:
+        sel = pairs.condition == cond
+        n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
+        if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
+            by_condition[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
+                                  "skipped": "needs genuine and impostor pairs"}
+            continue
+        by_condition[cond] = report(sel)
+        for fam in sorted(set(family[sel]) - {""}):
+            in_family = sel & (family == fam)
+            if 0 < pairs.label[in_family].sum() < in_family.sum():
+                by_family.setdefault(cond, {})[fam] = report(in_family)
+    return by_condition, by_family
 
 
 def identification(

@@ -269,8 +269,9 @@ class MeerModel(TorchFaceModel):
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 raw = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
-                full = signed_pixels(raw.to(device))
-                encoded = self.net.encode(self.cfg.preprocess(raw.to(device)))
+                raw = raw.to(device)
+                full = signed_pixels(raw)
+                encoded = self.net.encode(self.cfg.preprocess(raw))
                 size = full.shape[-2:]
                 generated = F.interpolate(self.net.generate(encoded), size=size, mode="bilinear",
                                           align_corners=False)

@@ -99,11 +99,11 @@ def meer_r50_steps(device: torch.device, steps: int, batch_pairs: int, work: Pat
     wall = time.perf_counter() - t
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     rows = [r for r in log if r.get("kind") == "train"]
-    per_stage: dict[str, float] = {}
+    per_stage: dict[str, list[float]] = {}
     prev_step, prev_s = 0, 0.0
     for r in rows:  # images/s between consecutive log lines, averaged per stage (first excluded)
         if prev_step:
-            per_stage.setdefault(r["stage"], []).append(  # type: ignore[attr-defined]
+            per_stage.setdefault(r["stage"], []).append(
                 (r["step"] - prev_step) * 2 * batch_pairs / (r["train_seconds"] - prev_s))
         prev_step, prev_s = r["step"], r["train_seconds"]
     return {
