@@ -14,6 +14,11 @@ class UnknownNameError(MeerbenchError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigError(MeerbenchError, ValueError):
+    """A configuration or specification value is invalid (a ValueError too, for library callers);
+    the message names the field and the value."""
+
+
 class ProtocolError(MeerbenchError):
     """A protocol file is invalid: the message names the file, the field and what was expected."""
 

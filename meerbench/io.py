@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the target's folder, then ``os.replace``.
+"""Atomic writes: a temp file (or folder) beside the target, then one rename.
 
 An interrupted run leaves either the old file or the new one, never half of one.
 """
@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +72,28 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+HOST = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:40] or "host"
+
+
+def partial_prefix(name: str) -> str:
+    """Prefix of the temp sibling of ``name``: it names the host and process that own it, so a
+    later run can tell a dead build's leftovers (see ``store.clean_partials``)."""
+    return f".{name}.partial-{HOST}-{os.getpid()}-"
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; on success rename it onto ``target`` (which must
+    not exist, or be an empty folder), on failure delete it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(target.name), dir=target.parent))
+    try:
+        yield tmp
+        with contextlib.suppress(FileNotFoundError, OSError):
+            target.rmdir()  # an empty placeholder
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

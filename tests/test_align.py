@@ -145,7 +145,7 @@ def test_no_face_falls_back_to_a_centre_crop(tmp_path: Path, astronaut: np.ndarr
     assert crop.path.name == "grey.png" and crop.masked and crop.mask_type == "x"
     assert np.array_equal(read_rgb(crop.path), centre_crop(grey))
     assert read_rgb(prepared.by_key("astro.jpg").path).shape == (112, 112, 3)
-    assert (crop.path.parents[0] / "done.json").is_file()
+    assert (crop.path.parents[0] / "record.json").is_file()
     assert not [p for p in crop.path.parents[1].iterdir() if p.name.endswith(".partial")]
 
     def no_aligning(name: str) -> None:

@@ -56,7 +56,7 @@ def test_flip_fusion_follows_the_contract():
     assert np.allclose(concat, norm(torch.cat([a, b], 1), dim=1).numpy(), atol=1e-6)
 
 
-def test_cache_hit_and_resume_after_interruption(tmp_path):
+def test_cache_hit_and_resume_after_interruption():
     key = {"model": "mean-colour", "n": 50}
     model = MeanColour()
     full = embed(model, ArrayImages(images()), progress=False).embeddings
@@ -67,10 +67,10 @@ def test_cache_hit_and_resume_after_interruption(tmp_path):
                 raise KeyboardInterrupt
             return super().__getitem__(i)
 
-    cache = EmbeddingCache(tmp_path, key)
+    cache = EmbeddingCache(key)
     with pytest.raises(KeyboardInterrupt):
         embed(model, Boom(images()), cache=cache, batch_size=5, chunk_size=10, progress=False)
-    assert cache.load() is None and len(list(cache.dir.glob("chunk-*.npy"))) == 3
+    assert cache.load() is None and len(list(cache.artefact.pieces_dir.glob("rows-*"))) == 3
     resumed_model = MeanColour()
     out = embed(resumed_model, ArrayImages(images()), cache=cache, batch_size=5, chunk_size=10,
                 progress=False)
@@ -78,4 +78,5 @@ def test_cache_hit_and_resume_after_interruption(tmp_path):
     assert np.allclose(out.embeddings, full, atol=1e-6)
     again = embed(MeanColour(), ArrayImages(images()), cache=cache, progress=False)
     assert again.cache_hit and np.array_equal(again.embeddings, out.embeddings)
-    assert not list(cache.dir.glob("*.partial"))
+    assert not list(cache.artefact.dir.parent.glob("*partial*"))
+    assert not cache.artefact.pieces_dir.exists()

@@ -1,5 +1,6 @@
 """insightface ``.bin`` reader: restricted unpickling, validation and the image cache."""
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -40,10 +41,12 @@ def test_fixture_bin_pairs_folds_placeholders_and_cache():
     assert (ds.by_key("000002.jpg").identity, ds.by_key("000003.jpg").identity) == (
         "pair000001a", "pair000001b")
     assert "identification is impossible" in ds.info["identities"]
-    # the JPEG bytes are written unchanged into <home>/bins/<sha256[:16]>/
+    # the JPEG bytes are written unchanged into the store artefact <home>/bins/<key>/
     with (FIXTURES / "bins" / "lfw.bin").open("rb") as handle:
         bins, _ = pickle.load(handle)  # our own fixture: safe to unpickle plainly here
-    assert ds.root == home() / "bins" / ds.info["sha256"][:16]
+    assert ds.root.parent == home() / "bins"
+    assert json.loads((ds.root / "record.json").read_text())["key"]["bin_sha256"] == ds.info[
+        "sha256"]
     assert all(ds.by_key(f"{i:06d}.jpg").path.read_bytes() == b for i, b in enumerate(bins))
     # a second read reuses the cache and leaves no temporary folder behind
     stamp = ds.by_key("000000.jpg").path.stat().st_mtime_ns
@@ -151,29 +154,3 @@ def test_which_bin_is_read(tmp_path):
     write_bin(tmp_path / "lfw.bin", ([JPEG, JPEG], [True]))  # <dataset name>.bin wins
     assert read(tmp_path).info["file"] == str(tmp_path / "lfw.bin")
     assert all(s.masked for s in read(tmp_path, masked=True).samples)
-
-
-def test_cache_write_is_atomic_and_tolerates_a_concurrent_writer(tmp_path, monkeypatch):
-    import meerbench.data.formats.insightface_bin as module
-
-    path = write_bin(tmp_path / "race.bin", ([JPEG, JPEG + b"r"], [True]))
-
-    def failing_rename(src, dst):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(module.os, "rename", failing_rename)
-    before = cached_folders()
-    with pytest.raises(DatasetError, match="Cannot write the images of the .bin to"):
-        read(path)
-    assert cached_folders() == before  # the temporary folder is gone, nothing half-written
-
-    def concurrent_rename(src, dst):  # another process renamed its copy into place first
-        Path(dst).mkdir()
-        for image in Path(src).iterdir():
-            (Path(dst) / image.name).write_bytes(image.read_bytes())
-        raise OSError(39, "Directory not empty")
-
-    monkeypatch.setattr(module.os, "rename", concurrent_rename)
-    ds = read(path)
-    assert ds.by_key("000001.jpg").path.read_bytes() == JPEG + b"r"
-    assert not any(name.startswith(".") for name in cached_folders())

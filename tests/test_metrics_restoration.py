@@ -36,6 +36,7 @@ from meerbench.metrics.restoration import (
     restoration_report,
     ssim,
 )
+from meerbench.store import ArtefactRepaired
 
 pytestmark = pytest.mark.filterwarnings(  # lpips passes torchvision's deprecated `pretrained`
     "ignore:The parameter 'pretrained':UserWarning",
@@ -324,27 +325,29 @@ class _MeanColour:
         return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
 
 
-def test_fid_reference_statistics_cache(tmp_path: Path) -> None:
+def test_fid_reference_statistics_cache() -> None:
     restored, target = _noisy_pairs(12, 8, 8, noise=40)
-    cache = tmp_path / "stats" / "reference.npz"
     ext = _MeanColour()
-    first = fid_images(restored, target, feature_extractor=ext, reference_cache=cache,
-                       reference_key="proto@1")
-    assert first["reference_cache"]["hit"] is False and cache.is_file() and ext.calls == 2
-    second = fid_images(restored, None, feature_extractor=ext, reference_cache=cache,
-                        reference_key="proto@1")
+    first = fid_images(restored, target, feature_extractor=ext, cache_reference=True)
+    assert first["reference_cache"]["hit"] is False and ext.calls == 2
+    second = fid_images(restored, target, feature_extractor=ext, cache_reference=True)
     assert second["reference_cache"]["hit"] is True and ext.calls == 3
     assert second["value"] == first["value"]
     assert first["value"] == fid_images(restored, target, feature_extractor=ext)["value"]
-    assert [p.name for p in cache.parent.iterdir()] == ["reference.npz"]  # no temp files left
-    with pytest.raises(ValueError, match="pass the target images"):  # another key: a miss
-        fid_images(restored, None, feature_extractor=ext, reference_cache=cache,
-                   reference_key="proto@2")
-    with pytest.raises(ValueError, match="pass the target images"):  # another extractor too
-        fid_images(restored, None, feature_extractor=_MeanColour("other"),
-                   reference_cache=cache, reference_key="proto@1")
-    with pytest.raises(ValueError, match="reference_key"):
-        fid_images(restored, target, feature_extractor=ext, reference_cache=cache)
+    folder = Path(first["reference_cache"]["path"])
+    assert not [p for p in folder.parent.iterdir() if "partial" in p.name]
+    edited = target.copy()
+    edited[0, 0, 0, 0] ^= 1  # other ground truth (one pixel): a miss, never the old statistics
+    third = fid_images(restored, edited, feature_extractor=ext, cache_reference=True)
+    assert third["reference_cache"]["hit"] is False and ext.calls == 7
+    other = fid_images(restored, target, feature_extractor=_MeanColour("other"),
+                       cache_reference=True)  # another extractor too
+    assert other["reference_cache"]["hit"] is False
+    stats = folder / "stats.npz"
+    stats.write_bytes(stats.read_bytes()[:-7])  # truncated: named, recomputed, same value
+    with pytest.warns(ArtefactRepaired, match="stats.npz"):
+        again = fid_images(restored, target, feature_extractor=ext, cache_reference=True)
+    assert again["reference_cache"]["hit"] is False and again["value"] == first["value"]
 
 
 # --------------------------------------------------------------------------- LPIPS

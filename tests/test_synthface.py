@@ -15,6 +15,7 @@ from PIL import Image
 
 from meerbench.data import masks, synthface
 from meerbench.data.synthface import SplitSpec, generate_split, render_face
+from meerbench.errors import MeerbenchError
 
 # sha256 of image | unmasked | mask map | landmarks bytes, computed once with this code: a change
 # means SynthFace no longer renders the same dataset (bump the protocol version if intended).
@@ -151,9 +152,8 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def test_generate_split_writes_a_complete_manifest(tmp_path: Path) -> None:
-    out = generate_split(TINY, tmp_path / "tiny", progress=False)
-    assert out == tmp_path / "tiny"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # nothing partial left
+    out = generate_split(TINY, progress=False, root=tmp_path).dir
+    assert sorted(p.name for p in (tmp_path / "synthface").iterdir()) == [out.name]  # no partial
     with open(out / "manifest.csv", newline="") as fh:
         lines = fh.read().splitlines()
     assert lines[0] == "path,identity,masked,mask_type,split,twin,mask_map,index"
@@ -187,14 +187,14 @@ def test_generate_split_writes_a_complete_manifest(tmp_path: Path) -> None:
 
 def test_generate_split_is_a_no_op_when_done(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    out = generate_split(TINY, tmp_path / "tiny", progress=False)
+    out = generate_split(TINY, progress=False, root=tmp_path).dir
     before = files_of(out)
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("rendered again")
 
     monkeypatch.setattr(synthface, "render_face", boom)
-    assert generate_split(TINY, out, progress=False) == out
+    assert generate_split(TINY, progress=False, root=tmp_path).dir == out
     assert files_of(out) == before
 
 
@@ -209,27 +209,25 @@ def test_generate_split_interrupted_leaves_nothing(tmp_path: Path,
 
     monkeypatch.setattr(synthface, "render_face", flaky)
     with pytest.raises(KeyboardInterrupt):
-        generate_split(TINY, tmp_path / "tiny", progress=False)
-    assert list(tmp_path.iterdir()) == []
+        generate_split(TINY, progress=False, root=tmp_path)
+    assert list((tmp_path / "synthface").iterdir()) == []
 
 
 def test_workers_give_identical_files(tmp_path: Path) -> None:
-    one = generate_split(TINY, tmp_path / "one", progress=False, workers=1)
-    two = generate_split(TINY, tmp_path / "two", progress=False, workers=2)
+    one = generate_split(TINY, progress=False, workers=1, root=tmp_path / "one").dir
+    two = generate_split(TINY, progress=False, workers=2, root=tmp_path / "two").dir
     assert files_of(one) == files_of(two)
 
 
-def test_split_spec_validation(tmp_path: Path) -> None:
+def test_split_spec_validation() -> None:
     with pytest.raises(ValueError, match="families"):
         dataclasses.replace(TINY, families=("surgical", "visor"))
     with pytest.raises(ValueError, match="n_identities"):
         dataclasses.replace(TINY, n_identities=0)
     with pytest.raises(ValueError, match="at least one image"):
         dataclasses.replace(TINY, n_unmasked=0, n_masked=0)
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "notes.txt").write_text("not a split")
-    with pytest.raises(FileExistsError, match="manifest"):
-        generate_split(TINY, tmp_path / "junk", progress=False)
+    with pytest.raises(MeerbenchError, match="at most 1,000,000"):
+        dataclasses.replace(TINY, n_identities=10**12)
 
 
 @pytest.mark.parametrize("progress", [False, True])

@@ -9,12 +9,7 @@ listed in the returned info so results can report it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
@@ -25,8 +20,7 @@ from PIL import Image
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.images import read_rgb
 from meerbench.errors import DatasetError, ModelError, UnknownNameError
-from meerbench.io import write_json
-from meerbench.settings import home
+from meerbench.store import Artefact
 
 ARCFACE_112 = np.array(
     [
@@ -227,25 +221,6 @@ def check_unique_outputs(keys: list[str]) -> None:
                                f"{png_key(key)!r}; rename one of them.")
 
 
-def cache_folder(kind: str, dataset: Dataset, tag: str) -> Path:
-    """``home()/kind/<name>-<16 hex>``, keyed by the dataset's manifest, root and ``tag``."""
-    digest = hashlib.sha256(
-        f"{dataset.manifest_hash()}\n{dataset.root.resolve()}\n{tag}".encode()
-    ).hexdigest()
-    return home() / kind / f"{dataset.name}-{digest[:16]}"
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Rename a finished temp folder onto ``final``; if a concurrent run got there first, keep
-    its result and drop ours."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "done.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_png(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
@@ -256,29 +231,21 @@ def align_dataset(dataset: Dataset, aligner: str = "dlib", *,
     """Detect and align every sample to 112x112; return the dataset of crops and an info dict
     ``{"aligner", "aligned", "fallback_centre_crop", "failures"}`` (failures: first 100 keys).
 
-    Crops are PNGs under ``home()/prepared/<name>-<hash>/<key>.png``, written into a temp folder
-    renamed at the end, and reused when its ``done.json`` exists. Samples keep their keys,
+    Crops are PNGs in the store artefact ``home()/prepared/<name>-<key>/<key>.png``, keyed by the
+    aligner and the content of the images, checked on every use. Samples keep their keys,
     identities, masked flags and splits; ``twin`` and ``mask_map`` are dropped (they are in the
     original geometry). Images without a detected face become centre crops (``centre_crop``).
     """
     keys = [s.key for s in dataset.samples]
     check_unique_outputs(keys)
-    final = cache_folder("prepared", dataset, aligner)
-    done = final / "done.json"
-    if not done.is_file():
-        impl = get_aligner(aligner)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-        try:
-            info = _align_into(dataset, impl, tmp, progress)
-            write_json(tmp / "done.json", info)
-            publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    info = json.loads(done.read_text(encoding="utf-8"))
+    artefact = Artefact("prepared", {"aligner": aligner, "content": dataset.content_hash()},
+                        label=dataset.name)
+    final = artefact.ensure(lambda folder: _align_into(dataset, get_aligner(aligner), folder,
+                                                       progress))
+    info = artefact.info
     samples = [Sample(key=s.key, path=final / png_key(s.key), identity=s.identity,
-                      masked=s.masked, mask_type=s.mask_type, split=s.split)
+                      masked=s.masked, mask_type=s.mask_type, split=s.split,
+                      sha256=artefact.sha256(png_key(s.key)))
                for s in dataset.samples]
     prepared = Dataset(dataset.name, final, samples, dataset.pairs,
                        info={**dataset.info, "alignment": info})

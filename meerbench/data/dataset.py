@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meerbench.errors import DatasetError
+from meerbench.io import sha256_file
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -14,6 +17,8 @@ class Sample:
 
     ``key`` is stable and unique within the dataset (a path relative to the root); ``twin`` is the
     unmasked ground truth of a masked image and ``mask_map`` its binary occluder map, when known.
+    ``sha256`` is the image file's content hash when a checked artefact record already holds it
+    (otherwise it is computed when the dataset's content is hashed).
     """
 
     key: str
@@ -24,6 +29,7 @@ class Sample:
     twin: Path | None = None
     mask_map: Path | None = None
     split: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,12 @@ class Dataset:
     samples: list[Sample]
     pairs: list[Pair] | None = None
     info: dict[str, object] = field(default_factory=dict)
+    unique_content: bool = True  # False where one image may stand in several places by design
 
     def __post_init__(self) -> None:
         self.samples.sort(key=lambda s: s.key)
         self._index = {s.key: i for i, s in enumerate(self.samples)}
+        self._files: dict[Path, str] | None = None
 
     def index(self, key: str) -> int:
         return self._index[key]
@@ -72,3 +80,50 @@ class Dataset:
         for s in chosen:
             digest.update(f"{s.key}\t{s.identity}\t{int(s.masked)}\n".encode())
         return digest.hexdigest()
+
+    def content_hash(self, keys: Sequence[str] | None = None) -> str:
+        """sha256 over (key, identity, masked, family, and the content of the image, its twin
+        and its occluder map) of the given keys (default: all samples). What every cache built
+        from these samples is keyed by: other pixels under the same names give another hash.
+
+        The first call hashes every image of the dataset and refuses two samples that are the
+        same file (by resolved path) or the same bytes, naming both."""
+        files = self._file_hashes()
+        chosen = self.samples if keys is None else [self.by_key(k) for k in keys]
+        digest = hashlib.sha256()
+        for s in chosen:
+            twin = files.get(s.twin) if s.twin is not None else None
+            if s.twin is not None and twin is None:
+                twin = files[s.twin] = _hash_file(s.twin, s.key)
+            mask = files.get(s.mask_map) if s.mask_map is not None else None
+            if s.mask_map is not None and mask is None:
+                mask = files[s.mask_map] = _hash_file(s.mask_map, s.key)
+            digest.update(f"{s.key}\t{s.identity}\t{int(s.masked)}\t{s.mask_type or ''}\t"
+                          f"{files[s.path]}\t{twin or ''}\t{mask or ''}\n".encode())
+        return digest.hexdigest()
+
+    def _file_hashes(self) -> dict[Path, str]:
+        if self._files is None:
+            files: dict[Path, str] = {}
+            by_path: dict[Path, Sample] = {}
+            by_content: dict[str, Sample] = {}
+            for s in self.samples:
+                resolved = s.path.resolve()
+                if (other := by_path.setdefault(resolved, s)) is not s:
+                    raise DatasetError(f"{self.name}: samples {other.key!r} ({other.path}) and "
+                                       f"{s.key!r} ({s.path}) are the same file {resolved}; "
+                                       "each image may appear once.")
+                files[s.path] = s.sha256 or _hash_file(s.path, s.key)
+                other = by_content.setdefault(files[s.path], s)
+                if self.unique_content and other is not s:
+                    raise DatasetError(f"{self.name}: {other.path} and {s.path} have the same "
+                                       "content; each image may appear once (remove the copy).")
+            self._files = files
+        return self._files
+
+
+def _hash_file(path: Path, key: str) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path} (sample {key!r}): {exc.strerror}.") from None

@@ -14,9 +14,6 @@ import csv
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,10 +26,8 @@ from meerbench.data.align import (
     ARCFACE_112,
     INSTALL_HINT,
     DlibAligner,
-    cache_folder,
     check_unique_outputs,
     png_key,
-    publish,
     save_png,
 )
 from meerbench.data.dataset import Dataset, Sample
@@ -45,7 +40,8 @@ from meerbench.data.masks import (
     sample_occluder,
 )
 from meerbench.errors import DatasetError, MeerbenchError, ModelError
-from meerbench.io import sha256_file, write_json
+from meerbench.io import atomic_folder
+from meerbench.store import Artefact
 
 LANDMARK_MODES = ("auto", "template", "dlib68")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -184,8 +180,8 @@ def mask_dataset(dataset: Dataset, spec: MaskingSpec, *,
 
     The twin of ``key`` has key ``masked/<key>.png``, the same identity and split,
     ``mask_type`` = occluder family, ``twin`` = the original image and ``mask_map`` = its map.
-    Files and ``masking_manifest.csv`` live under ``home()/masked/<name>-<hash>`` (built in a
-    temp folder renamed at the end, reused when its ``done.json`` exists). Pairs are unchanged.
+    Files and ``masking_manifest.csv`` are the store artefact ``home()/masked/<name>-<key>``, keyed
+    by the masking spec and the content of the images. Pairs are unchanged.
     """
     originals = [s for s in dataset.samples if not s.masked]
     check_unique_outputs([s.key for s in originals])
@@ -195,32 +191,28 @@ def mask_dataset(dataset: Dataset, spec: MaskingSpec, *,
     if clashes:
         raise DatasetError(f"{dataset.name} already has samples {clashes[:3]}: it was masked "
                            "before; mask the original dataset instead.")
-    final = cache_folder("masked", dataset, json.dumps(spec.to_dict(), sort_keys=True))
-    if not (final / "done.json").is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-        try:
-            records = _mask_into(items, spec, tmp, progress, f"mask {dataset.name}")
-            _write_manifest(tmp / MANIFEST, DATASET_COLUMNS,
-                            [{**r, "key": key} for (key, _, _), r in zip(items, records,
-                                                                          strict=True)])
-            sources = Counter(r["landmarks_source"] for r in records)
-            write_json(tmp / "done.json", {"masked_images": len(records),
-                                           "landmarks_sources": dict(sorted(sources.items()))})
-            publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    artefact = Artefact("masked", {"masking": spec.to_dict(), "content": dataset.content_hash()},
+                        label=dataset.name)
+
+    def fill(folder: Path) -> dict[str, Any]:
+        records = _mask_into(items, spec, folder, progress, f"mask {dataset.name}")
+        _write_manifest(folder / MANIFEST, DATASET_COLUMNS,
+                        [{**r, "key": key} for (key, _, _), r in zip(items, records, strict=True)])
+        sources = Counter(r["landmarks_source"] for r in records)
+        return {"masked_images": len(records),
+                "landmarks_sources": dict(sorted(sources.items()))}
+
+    final = artefact.ensure(fill)
     manifest = final / MANIFEST
     with manifest.open(encoding="utf-8", newline="") as handle:
         rows = {row["key"]: row for row in csv.DictReader(handle)}
     twins = [Sample(key=rows[s.key]["masked_path"], path=final / rows[s.key]["masked_path"],
                     identity=s.identity, masked=True, mask_type=rows[s.key]["family"],
-                    twin=s.path, mask_map=final / rows[s.key]["mask_map"], split=s.split)
+                    twin=s.path, mask_map=final / rows[s.key]["mask_map"], split=s.split,
+                    sha256=artefact.sha256(rows[s.key]["masked_path"]))
              for s in originals]
-    done = json.loads((final / "done.json").read_text(encoding="utf-8"))
     info = {"masking": spec.to_dict(), "manifest": str(manifest),
-            "manifest_sha256": sha256_file(manifest), **done}
+            "manifest_sha256": artefact.sha256(MANIFEST), **artefact.info}
     extended = Dataset(dataset.name, dataset.root, [*dataset.samples, *twins], dataset.pairs,
                        info={**dataset.info, "masking": info})
     return extended, info
@@ -262,18 +254,10 @@ def mask_folder(src: Path, out: Path, spec: MaskingSpec, *, progress: bool = Tru
         raise DatasetError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found under {src}.")
     keys = [p.relative_to(src).as_posix() for p in images]
     check_unique_outputs(keys)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         items = [(key, path, png_key(key)) for key, path in zip(keys, images, strict=True)]
         records = _mask_into(items, spec, tmp, progress, f"mask {src.name}")
         _write_manifest(tmp / MANIFEST, FOLDER_COLUMNS,
                         [{**r, "image": key} for key, r in zip(keys, records, strict=True)])
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / MANIFEST
 

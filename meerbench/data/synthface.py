@@ -23,8 +23,6 @@ import io
 import json
 import math
 import multiprocessing
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +44,8 @@ from meerbench.data.masks import (
     skin_tone,
     unit_circle,
 )
+from meerbench.errors import ConfigError
+from meerbench.store import Artefact
 
 SIZE = 112
 TEMPLATE = np.array(
@@ -810,6 +810,11 @@ def render_face(seed: int, identity: int, index: int, *, masked: bool,
 # --------------------------------------------------------------------------- splits
 
 
+#: Bump when any rendered pixel changes: it keys the cached splits.
+RENDERER_VERSION = 1
+MAX_IDENTITIES = 1_000_000
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """A SynthFace split: identities first_identity.. (+n_identities), per identity images
@@ -826,18 +831,21 @@ class SplitSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
         if not self.name or any(c in self.name for c in "/\\\0"):
-            raise ValueError(f"split name must be a plain non-empty name, got {self.name!r}")
+            raise ConfigError(f"split name must be a plain non-empty name, got {self.name!r}")
         if self.seed < 0 or self.first_identity < 0:
-            raise ValueError("seed and first_identity must be >= 0")
+            raise ConfigError("seed and first_identity must be >= 0")
         if self.n_identities < 1:
-            raise ValueError(f"n_identities must be >= 1, got {self.n_identities}")
+            raise ConfigError(f"n_identities must be >= 1, got {self.n_identities}")
+        if self.n_identities > MAX_IDENTITIES:
+            raise ConfigError(f"n_identities must be at most {MAX_IDENTITIES:,} (about 20 GB of "
+                              f"images per million), got {self.n_identities:,}")
         if self.n_unmasked < 0 or self.n_masked < 0 or self.n_unmasked + self.n_masked < 1:
-            raise ValueError("n_unmasked and n_masked must be >= 0 with at least one image")
+            raise ConfigError("n_unmasked and n_masked must be >= 0 with at least one image")
         if self.n_unmasked + self.n_masked > 1000:
-            raise ValueError("at most 1000 images per identity (3-digit file names)")
+            raise ConfigError("at most 1000 images per identity (3-digit file names)")
         unknown = [f for f in self.families if f not in FAMILIES]
         if not self.families or unknown:
-            raise ValueError(f"families must be known occluder families, got {self.families}")
+            raise ConfigError(f"families must be known occluder families, got {self.families}")
 
 
 def _identity_files(spec: SplitSpec, root: Path, identity: int
@@ -870,32 +878,32 @@ def _save(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
 
 
-def generate_split(spec: SplitSpec, out_dir: Path, *, progress: bool = True,
-                   workers: int = 1) -> Path:
-    """Write the split to ``out_dir`` (images, twins, maps, manifest.csv, landmarks.npy,
-    occluders.csv, spec.json) and return it. Atomic: files go to a temporary sibling folder that
-    is renamed at the end; an existing ``out_dir`` with a manifest is returned as is."""
-    out_dir = Path(out_dir)
-    if (out_dir / "manifest.csv").is_file():
-        return out_dir
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists without a manifest.csv; remove it to regenerate")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        _generate(spec, tmp, progress, workers)
-        with contextlib.suppress(OSError):
-            out_dir.rmdir()  # an empty placeholder folder
-        try:
-            tmp.rename(out_dir)
-        except OSError:
-            if not (out_dir / "manifest.csv").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished it first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+def split_artefact(spec: SplitSpec, root: Path | None = None) -> Artefact:
+    """The store artefact of a split (``<home>/synthface/<name>-<key>``), keyed by its full spec
+    and the renderer version."""
+    return Artefact("synthface", {"renderer": RENDERER_VERSION, "spec": asdict(spec)},
+                    label=spec.name, root=root)
+
+
+def generate_split(spec: SplitSpec, *, progress: bool = True, workers: int = 1,
+                   root: Path | None = None) -> Artefact:
+    """The split's checked artefact (images, twins, maps, manifest.csv, landmarks.npy,
+    occluders.csv, spec.json), rendered first when missing. A damaged image file is re-rendered
+    (with its identity's other files) and must come out byte-identical to its record."""
+    artefact = split_artefact(spec, root)
+    artefact.ensure(lambda folder: _generate(spec, folder, progress, workers),
+                    repair=lambda folder, bad: _rerender(spec, folder, bad))
+    return artefact
+
+
+def _rerender(spec: SplitSpec, folder: Path, names: list[str]) -> None:
+    """Render again the identities that ``names`` (``images|twins|maps/<identity>/...``) belong
+    to; other names (manifest, landmarks) are left for a full rebuild."""
+    identities = {int(parts[1]) for name in names
+                  if len(parts := name.split("/")) == 3 and parts[0] in ("images", "twins", "maps")
+                  and parts[1].isdigit()}
+    for identity in sorted(identities):
+        _identity_files(spec, folder, identity)
 
 
 def _generate(spec: SplitSpec, root: Path, progress: bool, workers: int) -> None:

@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader
 
 from meerbench.data.dataset import Sample
 from meerbench.data.images import read_mask, read_rgb
-from meerbench.engine.cache import EmbeddingCache
+from meerbench.engine.cache import EmbeddingCache, rows_from
 from meerbench.engine.distributed import gather_chunks, world
+from meerbench.errors import ModelError
 from meerbench.models.base import FaceModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -129,7 +130,12 @@ def embed(
     chunk_size: int = 2048,
     progress: bool = True,
 ) -> EmbedOutput:
-    """Embed every image of ``images`` in order; resume from ``cache`` chunks when present."""
+    """Embed every image of ``images`` in order; resume from rows ``cache`` saved earlier.
+
+    ``cache`` must be keyed by the resolved precision, the device type and ``batch_size`` (see
+    ``embedding_key``). Batches are always rows ``[k * batch_size, (k + 1) * batch_size)``, whatever
+    the chunk size, so rows saved under another chunk size are the same numbers and are reused.
+    """
     device = torch.device(device)
     precision = resolve_precision(model, device, precision)
     start = time.perf_counter()
@@ -142,8 +148,9 @@ def embed(
     chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
     n_chunks = -(-n // chunk_size)
     rank, size = world()
+    saved = cache.saved_rows() if cache is not None else {}
     done = {c: arr for c in range(n_chunks)
-            if cache is not None and (arr := cache.load_chunk(c)) is not None}
+            if (arr := rows_from(saved, c * chunk_size, min((c + 1) * chunk_size, n))) is not None}
     mine = [c for c in range(n_chunks) if c not in done and c % size == rank]
     batches = [
         list(range(b, min(b + batch_size, (c + 1) * chunk_size, n)))
@@ -155,7 +162,7 @@ def embed(
     computed: dict[int, np.ndarray] = {}
     pending: list[torch.Tensor] = []
     for batch_indices, batch in zip(batches, loader, strict=True):
-        pending.append(forward_batch(model, batch, device, precision))
+        pending.append(check_width(model, forward_batch(model, batch, device, precision)))
         bar.update(len(batch_indices))
         end = batch_indices[-1] + 1
         if end % chunk_size == 0 or end == n:
@@ -163,18 +170,33 @@ def embed(
             computed[c] = torch.cat(pending).numpy()
             pending = []
             if cache is not None and size == 1:
-                cache.save_chunk(c, computed[c])
+                cache.save_rows(c * chunk_size, computed[c])
     bar.close()
     computed = gather_chunks(computed)
     if cache is not None and size > 1 and rank == 0:
         for c, arr in computed.items():
-            cache.save_chunk(c, arr)
+            cache.save_rows(c * chunk_size, arr)
     done.update(computed)
     out = (np.concatenate([done[c] for c in range(n_chunks)]) if n
            else np.zeros((0, 0), np.float32))
     if cache is not None and rank == 0:
-        cache.finish(out)
+        cache.finish(out, {"rows": n, "precision": precision, "device": str(device)})
     return EmbedOutput(out, time.perf_counter() - start, False, precision, str(device))
+
+
+def embedding_width(model: FaceModel) -> int:
+    """The width the contract promises: ``embedding_dim``, doubled by concatenated flips."""
+    return model.cfg.embedding_dim * (2 if model.cfg.flip_fusion == "concat" else 1)
+
+
+def check_width(model: FaceModel, emb: torch.Tensor) -> torch.Tensor:
+    """``emb`` when its width is the contract's; a ModelError naming both otherwise."""
+    if emb.ndim != 2 or emb.shape[1] != embedding_width(model):
+        raise ModelError(
+            f"Model {model.name} produced embeddings of shape {tuple(emb.shape)}, but its card "
+            f"promises {embedding_width(model)}-d (embedding_dim={model.cfg.embedding_dim}, "
+            f"flip_fusion={model.cfg.flip_fusion}); fix the card's embedding_dim.")
+    return emb
 
 
 def _progress(total: int, enabled: bool, name: str):  # noqa: ANN202 - tqdm type is private

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,21 @@ from meerbench.data.dataset import Dataset, DatasetSpec
 from meerbench.data.formats import open_dataset
 from meerbench.engine.cache import EmbeddingCache
 from meerbench.engine.distributed import init_from_env, rank_zero_first
-from meerbench.engine.embed import ArrayImages, FileImages, RestoredImages, embed
+from meerbench.engine.embed import (
+    ArrayImages,
+    FileImages,
+    RestoredImages,
+    embed,
+    resolve_precision,
+)
 from meerbench.errors import ModelError
 from meerbench.io import atomic_open, ensure_writable_dir
 from meerbench.models import load_model
 from meerbench.models.base import FaceModel
 from meerbench.protocol import Protocol, build_gallery, build_pairs, load_protocol
 from meerbench.results import Result, provenance
-from meerbench.settings import default_device, home
+from meerbench.settings import default_device
+from meerbench.store import Artefact
 
 FRAME = (112, 112)
 
@@ -64,11 +71,14 @@ def evaluate(
     keys = [dataset.samples[i].key for i in needed]
     lists = {"verification": pairs.sha256 if pairs else None,
              "identification": gallery.sha256 if gallery else None}
-    cache = EmbeddingCache(home(), {
+    content = dataset.content_hash(keys)
+    resolved = resolve_precision(net, torch.device(device), precision)
+    cache = EmbeddingCache({
         "model": net.name, "weights_sha256": net.weights_hash(), "contract": net.cfg.digest(),
         "protocol": proto.id, "protocol_version": proto.version, "lists": lists,
-        "manifest_sha256": dataset.manifest_hash(keys), "precision": precision,
-    })
+        "content_sha256": content, "precision": resolved,
+        "device_type": torch.device(device).type, "batch_size": batch_size,
+    }, label=net.name)
     chosen = [dataset.samples[i] for i in needed]
     images = (RestoredImages(chosen, FRAME, net) if hasattr(net, "restorer")
               else FileImages(chosen, FRAME))
@@ -111,7 +121,8 @@ def evaluate(
     result = Result(
         model={**net.describe(), "fit": fit_info},
         protocol={**proto.provenance(), "lists": lists, "dataset": dataset.name,
-                  "manifest_sha256": dataset.manifest_hash(keys), "preparation": preparation},
+                  "manifest_sha256": dataset.manifest_hash(keys), "content_sha256": content,
+                  "preparation": preparation},
         metrics=metrics, counts=counts, provenance=provenance(emb.device, emb.precision),
         timings=timings, files=files,
     )
@@ -256,19 +267,19 @@ def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) 
     spec: DatasetSpec = proto.train
     dataset = open_dataset(spec, None if spec.format == "synthface" else data,
                            progress=progress)
-    key = hashlib.sha256(
-        f"{model.name}|{model.cfg.digest()}|{dataset.manifest_hash()}".encode()
-    ).hexdigest()[:32]
-    path = home() / "fits" / f"{model.name}-{key}.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            model.load_state(dict(saved))
-        return {"train": spec.name, "images": len(dataset.samples), "cached": True}
-    x = _preprocessed(model, dataset, progress)
-    model.fit(x, np.array([s.identity for s in dataset.samples]))
-    with atomic_open(path, "wb") as handle:
-        np.savez(handle, **model.state())
-    return {"train": spec.name, "images": len(dataset.samples), "cached": False}
+    fit = Artefact("fits", {"model": model.name, "contract": model.cfg.digest(),
+                            "train_content_sha256": dataset.content_hash()}, label=model.name)
+    cached = fit.open() is not None
+    if not cached:
+        def fill(folder: Path) -> None:
+            model.fit(_preprocessed(model, dataset, progress),
+                      np.array([s.identity for s in dataset.samples]))
+            np.savez(folder / "state.npz", **model.state())
+
+        fit.build(fill)
+    with np.load(io.BytesIO(fit.read_bytes("state.npz")), allow_pickle=False) as saved:
+        model.load_state(dict(saved))
+    return {"train": spec.name, "images": len(dataset.samples), "cached": cached}
 
 
 def _preprocessed(model: FaceModel, dataset: Dataset, progress: bool) -> torch.Tensor:

@@ -10,7 +10,8 @@ with the file to place and where, never a number from random weights.
 from __future__ import annotations
 
 import copy
-import json
+import hashlib
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import scipy.linalg
 import scipy.ndimage
 
 from meerbench.errors import ModelError
-from meerbench.io import atomic_open, sha256_file
+from meerbench.io import sha256_file
 from meerbench.metrics.errors import MetricInputError, check_choice
 
 if TYPE_CHECKING:
@@ -375,13 +376,12 @@ class InceptionFeatures:
 
 
 def fid_images(restored: Any, target: Any, *, feature_extractor: FeatureExtractor | None = None,
-               reference_cache: Path | None = None, reference_key: str | None = None
-               ) -> dict[str, Any]:
+               cache_reference: bool = False) -> dict[str, Any]:
     """FID between restored and ground-truth images (JSON-ready dict).
 
-    Ground-truth statistics can be cached in the .npz ``reference_cache`` under the caller's
-    ``reference_key`` (e.g. protocol id + version) together with the extractor's identity; a
-    cache hit skips the target images, which may then be None.
+    With ``cache_reference`` the ground truth's feature statistics are a store artefact keyed by
+    the sha256 of the target pixels and the extractor's identity: a rerun on the same ground
+    truth (every model of one protocol) skips its feature extraction, other pixels never hit.
     """
     if feature_extractor is None:
         try:
@@ -389,16 +389,12 @@ def fid_images(restored: Any, target: Any, *, feature_extractor: FeatureExtracto
         except WeightsUnavailable as exc:
             return exc.result()
     rstats = FeatureStats.from_features(feature_extractor(_images(restored, "restored")))
+    targets = _images(target, "target")
     cache = None
-    if reference_cache is None:
-        tstats = FeatureStats.from_features(feature_extractor(_images(target, "target")))
+    if cache_reference:
+        tstats, cache = _reference_stats(targets, feature_extractor)
     else:
-        if not reference_key:
-            raise MetricInputError(
-                "reference_cache needs a reference_key (e.g. protocol id + version)")
-        tstats, hit = _reference_stats(Path(reference_cache), reference_key, target,
-                                       feature_extractor)
-        cache = {"path": str(reference_cache), "key": reference_key, "hit": hit}
+        tstats = FeatureStats.from_features(feature_extractor(targets))
     out = {**fid(rstats, tstats), "available": True, "reportable": feature_extractor.reportable,
            "extractor": feature_extractor.info, "reference_cache": cache}
     if not feature_extractor.reportable:
@@ -408,20 +404,24 @@ def fid_images(restored: Any, target: Any, *, feature_extractor: FeatureExtracto
     return out
 
 
-def _reference_stats(path: Path, key: str, target: Any,
-                     extractor: FeatureExtractor) -> tuple[FeatureStats, bool]:
-    ident = json.dumps(extractor.info, sort_keys=True)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) == key and str(z["extractor"]) == ident:
-                return FeatureStats(z["mu"], z["sigma"], int(z["n"])), True
-    if target is None:
-        raise MetricInputError(
-            f"no cached statistics for {key!r} in {path}: pass the target images")
-    stats = FeatureStats.from_features(extractor(_images(target, "target")))
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, mu=stats.mu, sigma=stats.sigma, n=stats.n, key=key, extractor=ident)
-    return stats, False
+def _reference_stats(targets: np.ndarray, extractor: FeatureExtractor
+                     ) -> tuple[FeatureStats, dict[str, Any]]:
+    from meerbench.store import Artefact
+
+    pixels = hashlib.sha256(f"{targets.dtype}{targets.shape}".encode())
+    pixels.update(np.ascontiguousarray(targets).tobytes())
+    artefact = Artefact("fid-reference", {"extractor": extractor.info,
+                                          "target_sha256": pixels.hexdigest()})
+    hit = artefact.open() is not None
+    if not hit:
+        def fill(folder: Path) -> None:
+            stats = FeatureStats.from_features(extractor(targets))
+            np.savez(folder / "stats.npz", mu=stats.mu, sigma=stats.sigma, n=stats.n)
+
+        artefact.build(fill)
+    with np.load(io.BytesIO(artefact.read_bytes("stats.npz")), allow_pickle=False) as z:
+        stats = FeatureStats(z["mu"], z["sigma"], int(z["n"]))
+    return stats, {"path": str(artefact.dir), "hit": hit}
 
 
 # --------------------------------------------------------------------------- LPIPS

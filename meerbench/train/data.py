@@ -15,9 +15,9 @@ with no sampler state to save.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,10 +28,9 @@ from meerbench.data.formats import open_dataset
 from meerbench.data.images import read_mask, read_rgb
 from meerbench.engine.distributed import rank_zero_first
 from meerbench.errors import DatasetError
-from meerbench.io import atomic_open
 from meerbench.models.meer import signed_pixels
 from meerbench.protocol import load_protocol
-from meerbench.settings import home
+from meerbench.store import Artefact
 from meerbench.train.config import TrainConfig
 
 CACHE_VERSION = 1
@@ -97,13 +96,17 @@ def load_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
 
 
 def cached_arrays(dataset: Dataset, size: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(images, maps) at ``size`` for every sample, from the cache or decoded and resized once."""
-    digest = hashlib.sha256(
-        f"{CACHE_VERSION}|{size}|{dataset.manifest_hash()}|{dataset.root}".encode()
-    ).hexdigest()[:20]
-    folder = home() / "train-cache" / f"{dataset.name}-{size}-{digest}"
-    if (folder / "done.json").is_file():
-        return np.load(folder / "images.npy"), np.load(folder / "maps.npy")
+    """(images, maps) at ``size`` for every sample: a store artefact keyed by the content of the
+    images, decoded and resized once."""
+    artefact = Artefact("train-cache", {"version": CACHE_VERSION, "size": size,
+                                        "content": dataset.content_hash()},
+                        label=f"{dataset.name}-{size}")
+    artefact.ensure(lambda folder: _decode_resized(dataset, size, progress, folder))
+    return tuple(np.load(io.BytesIO(artefact.read_bytes(f"{name}.npy")), allow_pickle=False)
+                 for name in ("images", "maps"))
+
+
+def _decode_resized(dataset: Dataset, size: int, progress: bool, folder: Path) -> None:
     images = np.zeros((len(dataset.samples), size, size, 3), np.uint8)
     maps = np.zeros((len(dataset.samples), size, size), np.uint8)
     from tqdm.auto import tqdm
@@ -119,12 +122,8 @@ def cached_arrays(dataset: Dataset, size: int, progress: bool) -> tuple[np.ndarr
             if s.masked and s.mask_map is not None:
                 m = torch.from_numpy(read_mask(s.mask_map).astype(np.float32))[None, None] * 255
                 maps[start + j] = resize_uint8(m, size)[0, 0].numpy()
-    for name, arr in (("images", images), ("maps", maps)):
-        with atomic_open(folder / f"{name}.npy", "wb") as handle:
-            np.save(handle, arr)
-    with atomic_open(folder / "done.json") as handle:
-        json.dump({"samples": len(dataset.samples), "size": size}, handle)
-    return images, maps
+    np.save(folder / "images.npy", images)
+    np.save(folder / "maps.npy", maps)
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -48,7 +48,7 @@ def test_generate_split_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) 
     def write() -> None:
         k = next(counter)
         spec = SplitSpec(name=f"bench{k}", first_identity=10_000 + 4 * k, **spec_args)
-        out = generate_split(spec, tmp_path / spec.name, progress=False)
+        out = generate_split(spec, progress=False, root=tmp_path).dir
         shutil.rmtree(out)
 
     benchmark.pedantic(write, rounds=3, warmup_rounds=1)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.formats.manifest import read_manifest
 from meerbench.schema import Fields
-from meerbench.settings import home
 
 OCCLUDER_SETS = ("seen", "unseen")
 
@@ -41,20 +38,15 @@ class SynthFaceFormat:
         )
         include_twins = f.get("include_twins", bool, False)
         f.finish()
-        out = split_dir(spec)
-        synthface.generate_split(spec, out, progress=progress)
+        split = synthface.generate_split(spec, progress=progress)
+        out = split.dir
         dataset = read_manifest(out / "manifest.csv", name, check_files=False)
+        samples = [replace(s, sha256=split.sha256(s.key)) for s in dataset.samples]
         if include_twins:  # the unmasked twins become unmasked samples of their identity
-            twins = [
-                Sample(key=str(s.twin.relative_to(out)), path=s.twin, identity=s.identity,
-                       split=s.split)
+            samples += [
+                Sample(key=key, path=s.twin, identity=s.identity, split=s.split,
+                       sha256=split.sha256(key))
                 for s in dataset.samples if s.twin is not None
+                for key in [s.twin.relative_to(out).as_posix()]
             ]
-            dataset = Dataset(name, out, dataset.samples + twins)
-        return dataset
-
-
-def split_dir(spec: Any) -> Path:
-    """Cache folder of a split, named by the hash of its full specification."""
-    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:16]
-    return home() / "synthface" / f"{spec.name}-{digest}"
+        return Dataset(name, out, samples, info=dataset.info)
