@@ -1,15 +1,22 @@
 """What the ``report``, ``leaderboard`` and ``compare`` commands do, without argparse.
 
 Each returns (exit status, text to print); errors are MeerbenchError (exit status 2 in the CLI).
+``leaderboard --check`` returns :data:`EXIT_REGRESSION` when a number moved and
+:data:`EXIT_CHECK_FAILED` when the check itself failed on a bug, so CI never mistakes one for the
+other. Every input is read and validated before any output is written.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from meerbench.errors import MeerbenchError
-from meerbench.report.grid import load_runs
+from meerbench.report.grid import load_runs, load_side_files
+
+EXIT_REGRESSION = 1
+EXIT_CHECK_FAILED = 3
 
 
 def report_command(paths: Sequence[str], out: str | None = None,
@@ -20,9 +27,11 @@ def report_command(paths: Sequence[str], out: str | None = None,
     from meerbench.report.plots import write_plots
     from meerbench.report.tables import Report, markdown, write_tables
 
-    report = Report.build(load_runs(paths), reference, rounds)
+    runs = load_runs(paths)
+    report = Report.build(runs, reference, rounds)
     if out is None:
         return 0, markdown(report)
+    load_side_files(runs)
     folder = Path(out)
     files = write_tables(report, folder, formats)
     notes: list[str] = []
@@ -42,9 +51,16 @@ def leaderboard_command(results: Sequence[str], out: str | None = "reports",
 
     if check is not None:
         reports = Path(check)
-        moved = check_leaderboard(results, reports)
+        try:
+            moved = check_leaderboard(results, reports)
+        except MeerbenchError:
+            raise
+        except Exception:  # a bug in the check is not a regression: its own exit status
+            return EXIT_CHECK_FAILED, (f"{traceback.format_exc()}leaderboard check failed with an "
+                                       f"internal error (exit {EXIT_CHECK_FAILED}, not a "
+                                       "regression); please report it.\n")
         if moved:
-            return 1, format_moved(moved, reports) + "\n"
+            return EXIT_REGRESSION, format_moved(moved, reports) + "\n"
         return 0, f"leaderboard matches {reports / 'leaderboard.json'} within its tolerances\n"
     folder = Path(out or "reports")
     files = write_leaderboard(load_runs(results), folder)

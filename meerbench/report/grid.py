@@ -7,16 +7,18 @@ come with two definitions, their labels show the sha256 prefix.
 
 from __future__ import annotations
 
-import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from meerbench.errors import MeerbenchError
+import numpy as np
+
+from meerbench.errors import DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
-from meerbench.results import read_result
+from meerbench.results import RESTORATION_RANGES, read_result, result_file
 
 TASKS = ("verification", "identification", "restoration")
 
@@ -75,8 +77,10 @@ _FIXED = {m.key: m for m in (
     Metric("lpips", "restoration", "LPIPS", "", False, 1.0, 4),
     Metric("lpips_masked_region", "restoration", "LPIPS (mask)", "", False, 1.0, 4),
 )}
-RESTORATION_KEYS = ("psnr", "psnr_masked_region", "ssim", "ssim_masked_region",
-                    "identity_similarity", "fid", "lpips", "lpips_masked_region")
+RESTORATION_KEYS = tuple(RESTORATION_RANGES)
+#: Arrays of a restoration-samples archive: image keys, then images (n, height, width, 3).
+SAMPLE_ARRAYS = ("keys", "masked", "restored", "truth")
+MAX_SAMPLES, MAX_SAMPLE_BYTES = 64, 64 << 20
 
 
 def sci(value: float) -> str:
@@ -143,16 +147,59 @@ class Run:
         path = self.file("scores")
         return None if path is None else _load_scores(path)
 
+    def samples(self) -> dict[str, np.ndarray] | None:
+        """The restoration samples (:data:`SAMPLE_ARRAYS`), read once per process."""
+        path = self.file("restoration_samples")
+        return None if path is None else _load_samples(path)
+
     def file(self, role: str) -> Path | None:
-        """A side file named in the Result's ``files`` (e.g. restoration samples), if present."""
-        name = self.result.get("files", {}).get(role)
-        path = self.path.parent / name if name else None
-        return path if path is not None and path.is_file() else None
+        """A side file named in the Result's ``files``, if present; never one outside the
+        Result's folder (see :func:`meerbench.results.result_file`)."""
+        return result_file(self.path, self.result, role)
 
 
 @lru_cache(maxsize=64)
 def _load_scores(path: Path) -> ScoreTable:
     return load_scores(path)
+
+
+@lru_cache(maxsize=64)
+def _load_samples(path: Path) -> dict[str, np.ndarray]:
+    """An ``.npz`` of restoration samples, checked (no pickles, sizes, shapes) before use."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with archive:
+            missing = [k for k in SAMPLE_ARRAYS if k not in archive.files]
+            if missing:
+                raise ValueError(f"lacks array(s) {', '.join(missing)}")
+            size = sum(archive.zip.getinfo(f"{k}.npy").file_size for k in SAMPLE_ARRAYS)
+            if size > MAX_SAMPLE_BYTES:
+                raise ValueError(f"holds {size >> 20} MiB, more than {MAX_SAMPLE_BYTES >> 20}")
+            arrays = {k: archive[k] for k in SAMPLE_ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a restoration samples archive: {exc}") from None
+    n = len(arrays["keys"])
+    if arrays["keys"].ndim != 1 or not 0 < n <= MAX_SAMPLES:
+        raise DatasetError(f"{path}: array 'keys' should name 1 to {MAX_SAMPLES} sampled images; "
+                           f"got shape {arrays['keys'].shape}")
+    for k in SAMPLE_ARRAYS[1:]:
+        a = arrays[k]
+        if not (a.ndim == 4 and a.shape[0] == n and a.shape[3] == 3
+                and (a.dtype == np.uint8 or a.dtype.kind == "f")):
+            raise DatasetError(f"{path}: array {k!r} should hold the {n} sampled images as "
+                               f"(n, height, width, 3) uint8 or float; got shape {a.shape}, "
+                               f"dtype {a.dtype}")
+    return arrays
+
+
+def load_side_files(runs: Iterable[Run]) -> None:
+    """Read (and so check) every score file and restoration archive before anything is written:
+    a bad side file fails the command with nothing half-written."""
+    for run in runs:
+        run.scores()
+        run.samples()
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -232,8 +279,7 @@ def _restoration(m: dict[str, Any]) -> dict[str, Cell]:
         value = entry.get("mean", entry.get("value"))
         note = str(entry.get("reason", "not measured")).split(": ")[0] if value is None else None
         rule = f"cosine under {entry['recognizer']}" if "recognizer" in entry else None
-        if value is None or math.isfinite(value):
-            out[key] = Cell(value, rule=rule, note=note)
+        out[key] = Cell(value, rule=rule, note=note)
     return out
 
 

@@ -12,12 +12,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from meerbench.errors import MeerbenchError
-from meerbench.io import ensure_writable_dir, write_json, write_text
-from meerbench.report.grid import Column, Grid, Run, load_runs, metric
+from meerbench.io import ensure_writable_dir, write_text
+from meerbench.report.grid import Column, Grid, Run, load_runs, load_side_files, metric
 from meerbench.report.plots import Plots, write_plots
-from meerbench.report.tables import Report, markdown
+from meerbench.report.tables import Report, markdown, md
+from meerbench.results import (
+    _At,
+    _count,
+    _fields,
+    _finite,
+    _items,
+    _mapping,
+    _number,
+    _optional,
+    _text,
+    _values,
+)
 
 SCHEMA = "meerbench.leaderboard/1"
 AGGREGATES = (("acc", "Mean verification accuracy"), ("rank1", "Mean rank-1 identification"))
@@ -110,18 +123,26 @@ def _rank(models: list[dict[str, Any]], key: str, higher_is_better: bool) -> Non
 
 
 def write_leaderboard(runs: Sequence[Run], out: Path, *, plots: bool = True) -> list[Path]:
-    """Write ``leaderboard.json``, ``.md``, ``.html`` and ``plots/`` into ``out``."""
+    """Write ``leaderboard.json``, ``.md``, ``.html`` and ``plots/`` into ``out``.
+
+    Every input (Results, score files, restoration samples) is read and checked first, so a bad
+    one fails with nothing written.
+    """
     from meerbench.report.page import leaderboard_html
 
-    ensure_writable_dir(out)
     grid = Grid.build(runs)
+    load_side_files(runs)
+    ensure_writable_dir(out)
     drawn = write_plots(grid, out / "plots", formats=("png", "pdf")) if plots else None
     board = build_leaderboard(grid, drawn, out)
+    texts = [json.dumps(board, indent=2, allow_nan=False) + "\n",
+             leaderboard_markdown(board, Report(grid)), leaderboard_html(board)]
     paths = [out / name for name in FILES]
-    write_json(paths[0], board)
-    write_text(paths[1], leaderboard_markdown(board, Report(grid)))
-    write_text(paths[2], leaderboard_html(board))
+    for path, text in zip(paths, texts, strict=True):
+        write_text(path, text)
     return paths + (drawn.files if drawn else [])
+
+
 
 
 def _show(column: dict[str, Any], value: float | None) -> str:
@@ -147,7 +168,7 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
                 entry = m["aggregates"][a["key"]]
                 cells.append(f"{100 * entry['value']:.2f}" if entry["value"] is not None else
                              f"incomplete ({len(entry['missing'])} of {len(a['columns'])} missing)")
-            lines.append(f"| {m['rank'] or '–'} | {m['model']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {m['rank'] or '–'} | {md(m['model'])} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Tables", "", markdown(report).rstrip(), "",
               "## Provenance", "",
@@ -155,10 +176,11 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
               "|:--|:--|:--|:--|:--|:--|:--|:--|"]
     for m in board["models"]:
         for p in m["provenance"]:
-            lines.append(f"| {m['model']} | {p['protocol']} v{p['version']} "
-                         f"({p['protocol_sha256'][:8]}) | {(p['weights_sha256'] or '–')[:16]} | "
-                         f"{_contract(p['contract'])} | {p['date']} | {p['meerbench_version']} | "
-                         f"{(p['git_commit'] or '–')[:10]} | {p['device']} {p['precision']} |")
+            cells = [m["model"], f"{p['protocol']} v{p['version']} ({p['protocol_sha256'][:8]})",
+                     (p["weights_sha256"] or "–")[:16], _contract(p["contract"]), p["date"],
+                     p["meerbench_version"], (p["git_commit"] or "–")[:10],
+                     f"{p['device']} {p['precision']}"]
+            lines.append("| " + " | ".join(md(c) for c in cells) + " |")
     lines += ["", "## Regression tolerances", "",
               "`meerbench leaderboard RESULTS --check reports/` fails when a value moves by more "
               "than its tolerance (raw units: fractions for rates, dB for PSNR).", "",
@@ -168,10 +190,12 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
     lines += [f"| {label} | {tol:g} |" for label, tol in tolerances.items()]
     if board["plots"]:
         lines += ["", "## Plots", ""]
-        lines += [f"- {p['protocol']} {p['condition']} {p['kind']}: [png]({p['png']})"
-                  + (f", [pdf]({p['pdf']})" if "pdf" in p else "") for p in board["plots"]]
+        for p in board["plots"]:
+            pdf = f", [pdf]({quote(p['pdf'])})" if "pdf" in p else ""
+            lines.append(f"- {md(p['protocol'])} {md(p['condition'])} {p['kind']}: "
+                         f"[png]({quote(p['png'])}){pdf}")
     if board["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in board["notes"]]
+        lines += ["", "## Notes", ""] + [f"- {md(n)}" for n in board["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -252,11 +276,48 @@ def check_leaderboard(results: Sequence[str | Path], reports: Path) -> list[Move
     path = reports / FILES[0]
     try:
         committed = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON or UTF-8
         raise MeerbenchError(f"Cannot read the committed leaderboard {path}: {exc}") from None
-    if committed.get("schema") != SCHEMA:
-        raise MeerbenchError(f"{path} is not a meerbench leaderboard (schema {SCHEMA}).")
+    validate_committed(committed, path)
     return diff_leaderboards(committed, build_leaderboard(Grid.build(load_runs(results))))
+
+
+def validate_committed(data: Any, path: Path) -> None:
+    """The fields of a committed leaderboard that the diff reads: MeerbenchError (exit 2) names
+    the file and field, so a broken file never reads as a regression or a crash."""
+    at = _At(path, kind="Leaderboard")
+    _finite(data, at)
+    top = _mapping(data, at)
+    if top.get("schema") != SCHEMA:
+        raise at["schema"].fail(f"{SCHEMA!r} (a meerbench leaderboard)", top.get("schema"))
+    _fields(top, at, True, models=_items(_committed_model), columns=_items(_committed_column),
+            aggregates=_items(_committed_aggregate))
+    keys = [agg["key"] for agg in top["aggregates"]]
+    for i, model in enumerate(top["models"]):
+        _fields(model["aggregates"], at["models"][i]["aggregates"], True,
+                **dict.fromkeys(keys, _mapping))
+
+
+def _committed_model(value: Any, at: _At) -> None:
+    _fields(_mapping(value, at), at, True, model=_text, cells=_values(_committed_value),
+            aggregates=_values(_committed_value))
+
+
+def _committed_value(value: Any, at: _At) -> None:
+    _fields(_mapping(value, at), at, False, value=_optional(_number))
+
+
+def _committed_column(value: Any, at: _At) -> None:
+    _fields(_mapping(value, at), at, True, key=_text, protocol_label=_text, condition=_text,
+            label=_text, unit=_text, scale=_number, digits=_count, tolerance=_tolerance)
+
+
+def _committed_aggregate(value: Any, at: _At) -> None:
+    _fields(_mapping(value, at), at, True, key=_text, label=_text, tolerance=_tolerance)
+
+
+def _tolerance(value: Any, at: _At) -> float:
+    return _number(value, at, 0.0)
 
 
 def format_moved(moved: Sequence[Moved], reports: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#1b1b1b}
@@ -184,10 +185,10 @@ def _plots(board: dict[str, Any]) -> str:
         return ""
     items = []
     for p in board["plots"]:
-        pdf = f' (<a href="{escape(p["pdf"])}">pdf</a>)' if "pdf" in p else ""
+        pdf = f' (<a href="{escape(quote(p["pdf"]))}">pdf</a>)' if "pdf" in p else ""
         items.append(f'<li data-protocol="{escape(p["protocol"])}" '
                      f'data-condition="{escape(p["condition"])}">{escape(p["protocol"])} · '
-                     f'<a href="{escape(p["png"])}">{escape(p["kind"])} '
+                     f'<a href="{escape(quote(p["png"]))}">{escape(p["kind"])} '
                      f'{escape(p["condition"])}</a>{pdf}</li>')
     return '<h2>Plots</h2>\n<ul id="plots">' + "".join(items) + "</ul>\n"
 

@@ -89,6 +89,11 @@ def write_plots(grid: Grid, out: Path, formats: Sequence[str] = ("png", "pdf")) 
     return result
 
 
+def _plain(text: str) -> str:
+    """Text from Results shown as is: a '$' would start matplotlib mathtext (and may fail)."""
+    return text.replace("$", r"\$")
+
+
 def _figure(size: tuple[float, float], margins: tuple[float, float, float, float] = AXES,
             wspace: float = 0.2, hspace: float = 0.75) -> Any:
     """A figure with fixed margins (left, right, bottom, top) in inches: fixed layouts are
@@ -134,12 +139,12 @@ def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, A
         for kind, draw in (("roc", _roc), ("det", _det)):
             fig = _figure(SIZE)
             draw(fig.add_subplot(), curves, look)
-            fig.suptitle(f"{kind.upper()} · {label} · {cond}")
+            fig.suptitle(_plain(f"{kind.upper()} · {label} · {cond}"))
             result.plots.append(Plot(kind, label, cond,
                                      _save(fig, out, f"{kind}__{slug}__{cond}", formats)))
         fig = _figure(histogram_size(len(data)), (0.15, 0.1, 0.45, 0.55), 0.08)
         _histograms(fig, data)
-        fig.suptitle(f"Genuine and impostor scores · {label} · {cond}")
+        fig.suptitle(_plain(f"Genuine and impostor scores · {label} · {cond}"))
         result.plots.append(Plot("hist", label, cond,
                                  _save(fig, out, f"hist__{slug}__{cond}", formats)))
         _families(grid, protocol, cond, look, out, formats, result)
@@ -149,8 +154,8 @@ def _roc(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> No
     floor = 1.0
     for model, curve in curves.items():
         keep = curve.far > 0
-        ax.plot(curve.far[keep], 100 * curve.tar[keep], drawstyle="steps-post", label=model,
-                **look[model])
+        ax.plot(curve.far[keep], 100 * curve.tar[keep], drawstyle="steps-post",
+                label=_plain(model), **look[model])
         floor = min(floor, 1.0 / curve.n_impostor)
     ax.set_xscale("log")
     ax.set_xlim(10 ** math.floor(math.log10(floor)), 1)
@@ -165,7 +170,8 @@ def _det(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> No
     for model, curve in curves.items():
         frr = 1.0 - curve.tar
         keep = (curve.far > 0) & (frr > 0)
-        ax.plot(curve.far[keep], frr[keep], drawstyle="steps-post", label=model, **look[model])
+        ax.plot(curve.far[keep], frr[keep], drawstyle="steps-post", label=_plain(model),
+                **look[model])
         floor_far = min(floor_far, 1.0 / curve.n_impostor)
         floor_frr = min(floor_frr, 1.0 / curve.n_genuine)
     ax.set_xscale("log")
@@ -188,7 +194,7 @@ def _histograms(fig: Any, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> Non
                 label="genuine")
         ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, color=OKABE_ITO[4],
                 label="impostor")
-        ax.set_title(model)
+        ax.set_title(_plain(model))
         ax.set_xlabel("score")
         ax.set_yticks([])
         if i == 0:
@@ -218,12 +224,13 @@ def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict
             values.append(np.nan if v is None else 100 * v)
             errors[0].append(0 if v is None or ci is None else 100 * (v - ci[0]))
             errors[1].append(0 if v is None or ci is None else 100 * (ci[1] - v))
-        ax.bar(x, values, width, yerr=errors, capsize=2, label=model, color=look[model]["color"])
-    ax.set_xticks(np.arange(len(families)), families)
+        ax.bar(x, values, width, yerr=errors, capsize=2, label=_plain(model),
+               color=look[model]["color"])
+    ax.set_xticks(np.arange(len(families)), [_plain(f) for f in families])
     ax.set_ylabel("EER (%), 95% interval")
     ax.set_xlabel("occluder family of the probe")
     ax.legend()
-    fig.suptitle(f"EER by occluder family · {label} · {cond}")
+    fig.suptitle(_plain(f"EER by occluder family · {label} · {cond}"))
     slug = grid.slug(protocol)
     result.plots.append(Plot("families", label, cond,
                              _save(fig, out, f"families__{slug}__{cond}", formats)))
@@ -243,7 +250,7 @@ def _identification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str,
     for kind, title, draw in draws:
         fig = _figure(SIZE)
         draw(fig.add_subplot())
-        fig.suptitle(f"{title} · {label}")
+        fig.suptitle(_plain(f"{title} · {label}"))
         result.plots.append(Plot(kind, label, "identification",
                                  _save(fig, out, f"{kind}__{slug}", formats)))
 
@@ -253,8 +260,8 @@ def _cmc(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, An
 
     for model, ident in found.items():
         ranks = np.arange(1, len(ident["cmc"]) + 1)
-        ax.plot(ranks, 100 * np.asarray(ident["cmc"]), marker="o", markersize=2.5, label=model,
-                **look[model])
+        ax.plot(ranks, 100 * np.asarray(ident["cmc"]), marker="o", markersize=2.5,
+                label=_plain(model), **look[model])
     ax.set_ylim(0, 100)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Rank")
@@ -272,7 +279,7 @@ def _dir(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, An
         cis = ident.get("ci95", {}).get("dir_at_fpir") or [None] * len(points)
         err = np.array([[0, 0] if ci is None else [y[i] - 100 * ci[0], 100 * ci[1] - y[i]]
                         for i, ci in enumerate(cis)]).T
-        ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, label=model,
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, label=_plain(model),
                     **look[model])
     ax.set_xscale("log")
     ax.set_ylim(0, min(100.0, max(5.0, 1.15 * ax.get_ylim()[1])))
@@ -289,11 +296,7 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
             and "skipped" not in r.result["metrics"].get("restoration", {"skipped": ""})]
     if not runs:
         return
-    samples = {}
-    for r in runs:
-        if (path := r.file("restoration_samples")) is not None:
-            with np.load(path) as archive:  # read each array once, close the file
-                samples[r.model] = dict(archive)
+    samples = {r.model: found for r in runs if (found := r.samples()) is not None}
     if not samples:
         result.notes.append(f"Restoration grid for {label}: skipped, no Result names a "
                             "files.restoration_samples archive.")
@@ -311,7 +314,7 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
             ax.imshow(images[row])
             ax.set_axis_off()
             if row == 0:
-                ax.set_title(name, fontsize=6)
+                ax.set_title(_plain(name), fontsize=6)
     slug = grid.slug(protocol)
     result.plots.append(Plot("restoration", label, "restoration",
                              _save(fig, out, f"restoration__{slug}", formats)))

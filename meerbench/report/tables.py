@@ -241,18 +241,28 @@ def _skipped(grid: Grid, model: str, protocol: ProtocolKey, task: str) -> str:
 # ----------------------------------------------------------------------------- renderers
 
 
+_MD = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "\\": "&#92;", "|": r"\|",
+       "[": r"\[", "]": r"\]", "\n": " ", "\r": " "}
+
+
+def md(text: str) -> str:
+    """Escape text for one Markdown line or table cell: no raw HTML, link, code span or cell
+    break can come from a name in a Result."""
+    return "".join(_MD.get(ch, ch) for ch in str(text))
+
+
 def markdown(report: Report, tables: Sequence[Table] | None = None) -> str:
     """GitHub-flavoured Markdown: one pipe table per Table, notes as a list below."""
     out = []
     for table in tables if tables is not None else layout(report.grid):
-        head = " | ".join(s if g in table.title else f"{g} {s}" for g, s in table.headers)
-        lines = [f"### {table.title}", "", f"| Model | {head} |",
+        head = " | ".join(md(s if g in table.title else f"{g} {s}") for g, s in table.headers)
+        lines = [f"### {md(table.title)}", "", f"| Model | {head} |",
                  "|:--" + "|--:" * len(table.columns) + "|"]
         for model in table.rows:
             cells = [_md_cell(shown(report, model, c)) for c in table.columns]
-            name = f"{model} (reference)" if model == report.reference else model
+            name = f"{md(model)} (reference)" if model == report.reference else md(model)
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += [""] + [f"- {note}" for note in footnotes(report, table)]
+        lines += [""] + [f"- {md(note)}" for note in footnotes(report, table)]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -266,7 +276,7 @@ def _md_cell(s: Shown) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", DAGGER: r"$^{\dagger}$",
-        "|": r"$|$", "<": r"$<$", ">": r"$>$"}
+        "|": r"$|$", "<": r"$<$", ">": r"$>$", "\n": " ", "\r": " "}
 
 
 def tex(text: str) -> str:
@@ -412,10 +422,8 @@ def write_tables(report: Report, out: Path, formats: Sequence[str] = tuple(FORMA
     if unknown:
         raise MeerbenchError(f"Unknown table format(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(FORMATS)}.")
+    texts = {out / FORMATS[fmt]: RENDERERS[fmt](report) for fmt in formats}  # all, then write
     ensure_writable_dir(out)
-    paths = []
-    for fmt in formats:
-        path = out / FORMATS[fmt]
-        write_text(path, RENDERERS[fmt](report))
-        paths.append(path)
-    return paths
+    for path, text in texts.items():
+        write_text(path, text)
+    return list(texts)
