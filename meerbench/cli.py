@@ -7,10 +7,12 @@ stderr and exit with status 2; nothing half-written is left behind.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from meerbench.errors import MeerbenchError
 
@@ -18,20 +20,71 @@ EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except MeerbenchError as exc:
-        print(f"meerbench: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(exc))
+    except OSError as exc:  # a file the user pointed at, or a folder we must write to
+        return _fail(os_error_message(exc))
+    except UnicodeError as exc:
+        return _fail(f"text or a file name that is not valid {exc.encoding} ({exc})")
     except KeyboardInterrupt:
         print("meerbench: interrupted; finished work is cached, rerun to resume.", file=sys.stderr)
         return 130
 
 
+def _fail(message: str) -> int:
+    print(f"meerbench: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed file operation: what could not be done, to which path, and why.
+
+    Permission errors on an existing unreadable file are reads; other permission errors, a
+    read-only file system, a full disk or a path through a regular file are writes.
+    """
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    if path is None:  # e.g. a full disk while writing to an open file
+        return str(exc)
+    unreadable = (isinstance(exc, PermissionError) and os.path.exists(path)
+                  and not os.access(path, os.R_OK))
+    verb = "read" if unreadable or exc.errno in (errno.ENOENT, errno.EISDIR) else "write"
+    return f"cannot {verb} {os.fsdecode(path)}: {exc.strerror or exc}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (exit 2) in place of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"meerbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum`` (argparse names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+POSITIVE = whole_number(1)
+NON_NEGATIVE = whole_number(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="meerbench", description="Benchmark masked face recognition and restoration."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,11 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", default="synthmask", help="protocol name or YAML path")
     run.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
     run.add_argument("--out", default="results", help="folder for Result JSON and scores")
-    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    run.add_argument("--batch-size", type=int, default=64)
-    run.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
+    run.add_argument("--batch-size", type=POSITIVE, default=64)
+    run.add_argument("--workers", type=NON_NEGATIVE, default=0, help="DataLoader worker processes")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    run.add_argument("--chunk-size", type=int, default=2048,
+    run.add_argument("--chunk-size", type=POSITIVE, default=2048,
                      help="images per cache chunk (the unit of resume and of torchrun sharding)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=cmd_run)
@@ -65,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     msk = sub.add_parser("mask", help="put reproducible synthetic masks on a folder of faces")
     msk.add_argument("src", help="folder of face images (searched recursively)")
     msk.add_argument("--out", required=True, help="new folder for masked images and manifest")
-    msk.add_argument("--seed", type=int, default=0)
+    msk.add_argument("--seed", type=NON_NEGATIVE, default=0)
     msk.add_argument("--families", default="seen",
                      help="'seen', 'unseen' or a comma list (surgical,cloth,n95,kn95,fabric,"
                           "scarf,hand,gaiter)")
@@ -85,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--eer-rule", default="min_gap", choices=("min_gap", "interp"))
     met.add_argument("--far", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4],
                      help="FAR targets for TAR@FAR")
-    met.add_argument("--folds", type=int, default=10,
+    met.add_argument("--folds", type=POSITIVE, default=10,
                      help="contiguous folds for k-fold accuracy when the file has no fold column")
-    met.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds (0: no CIs)")
-    met.add_argument("--seed", type=int, default=0)
+    met.add_argument("--bootstrap", type=NON_NEGATIVE, default=1000,
+                     help="bootstrap rounds (0: no CIs)")
+    met.add_argument("--seed", type=NON_NEGATIVE, default=0)
     met.set_defaults(func=cmd_metrics)
 
     trn = sub.add_parser("train",
@@ -96,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--config", required=True, help="training YAML (configs/train/*.yaml)")
     trn.add_argument("--out", help="output folder (default: runs/<name>)")
     trn.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    trn.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step")
+    trn.add_argument("--stop-after", type=POSITIVE, help="stop (with a checkpoint) after this step")
     trn.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     trn.set_defaults(func=cmd_train)
 
@@ -113,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", nargs="+", default=["md", "latex", "csv", "html"],
                      choices=("md", "latex", "csv", "html"))
     rep.add_argument("--reference", help="model that significance markers compare against")
-    rep.add_argument("--rounds", type=int, default=1000, help="paired bootstrap rounds")
+    rep.add_argument("--rounds", type=NON_NEGATIVE, default=1000, help="paired bootstrap rounds")
     rep.add_argument("--no-plots", action="store_true")
     rep.set_defaults(func=cmd_report)
 
@@ -128,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="per-condition differences with paired significance")
     cmp_.add_argument("a", help="Result JSON of model A")
     cmp_.add_argument("b", help="Result JSON of model B (same protocol)")
-    cmp_.add_argument("--rounds", type=int, default=1000)
+    cmp_.add_argument("--rounds", type=NON_NEGATIVE, default=1000)
     cmp_.set_defaults(func=cmd_compare)
     return parser
 
@@ -136,10 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from meerbench.engine.evaluate import evaluate
     from meerbench.models import load_model
+    from meerbench.settings import resolve_device
 
+    device = str(resolve_device(args.device))  # before any model or data is loaded
     model = load_model(args.model, weights=args.weights) if args.weights else args.model
     result = evaluate(
-        model, args.protocol, data=args.data, out_dir=args.out, device=args.device,
+        model, args.protocol, data=args.data, out_dir=args.out, device=device,
         batch_size=args.batch_size, workers=args.workers, precision=args.precision,
         chunk_size=args.chunk_size, progress=not args.no_progress,
     )

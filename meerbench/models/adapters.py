@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,30 @@ PREFIXES = ("module.", "backbone.", "_orig_mod.")
 #: where training checkpoints nest the network's state dict.
 NESTED_KEYS = ("state_dict", "state_dict_backbone", "model", "backbone", "net")
 SHOWN = 5
+#: what a weights file may be (said when one cannot be read).
+CHECKPOINT_FORMATS = (
+    "Accepted: a state dict of tensors saved with torch.save(model.state_dict(), path), "
+    "possibly nested under state_dict/model/backbone; a .safetensors file; or, with the card's "
+    "architecture set accordingly, a TorchScript or ONNX file.")
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device, advice: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain Python data, nothing else.
+
+    A failure is a one-line ``ModelError`` that names the file, says what it is not, and ends
+    with ``advice``; torch's own message (which suggests an unsafe load) is never passed on.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        why = (f"it stores Python objects ({found.group(1)}) that only full unpickling could "
+               "rebuild, which can run arbitrary code and is never done" if found else
+               "it is not a PyTorch checkpoint (neither a torch.save archive nor a pickle of "
+               "tensors)")
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        why = f"it is not a readable torch.save file ({str(exc).split('. ')[0].strip()})"
+    raise ModelError(f"{path} cannot be loaded as tensors: {why}. {advice}")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -44,17 +69,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise ModelError(f"{path} is not a readable safetensors file: {exc}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"{path} cannot be loaded safely: it stores Python objects (for example a whole "
-            "nn.Module or an optimizer) that need full unpickling, which can run arbitrary code. "
-            "If you trust the file, convert it once to a plain state dict: "
-            "torch.save(torch.load(path, weights_only=False).state_dict(), 'backbone.pth')."
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    obj = safe_torch_load(path, "cpu", CHECKPOINT_FORMATS)
     return _find_state_dict(obj, path)
 
 
@@ -175,6 +190,10 @@ class OnnxFaceModel(FaceModel):
                                                                               strict=True)):
             raise ModelError(f"{self.path} takes input {spec.shape}, but the card's contract "
                              f"gives (N, {channels}, {cfg.input_size[0]}, {cfg.input_size[1]}).")
+        out = self.session.get_outputs()[0].shape
+        if out and isinstance(out[-1], int) and out[-1] != cfg.embedding_dim:
+            raise ModelError(f"{self.path} outputs {out[-1]}-d embeddings (shape {out}), but the "
+                             f"card's contract gives embedding_dim {cfg.embedding_dim}.")
         self._hash: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,14 +35,18 @@ from meerbench.engine.distributed import init_from_env
 from meerbench.engine.embed import auto_precision
 from meerbench.errors import ModelError, TrainingError
 from meerbench.io import atomic_open, sha256_file, write_text
+from meerbench.models.adapters import safe_torch_load
 from meerbench.models.meer import MeerNet, contract
+from meerbench.settings import resolve_device
 from meerbench.train import losses as L
 from meerbench.train.config import TrainConfig, load_config
 from meerbench.train.data import load_train_data, make_batch, step_flips, step_indices
 from meerbench.train.objective import Objective
 from meerbench.train.validate import Validator
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: tensors and plain data only (weights_only=True)
+RESTART = ("Delete it or pass --no-resume to start over (states written by earlier meerbench "
+           "versions hold numpy objects and cannot be resumed).")
 
 
 def train(config_path: str | Path, out_dir: str | Path | None = None, *, resume: bool = True,
@@ -55,7 +59,7 @@ def train(config_path: str | Path, out_dir: str | Path | None = None, *, resume:
     """
     cfg = load_config(config_path)
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
-    device = _device(cfg.runtime.device)
+    device = resolve_device(cfg.runtime.device, f"{cfg.source}: runtime.device")
     rank, world = init_from_env(device.type)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -64,12 +68,6 @@ def train(config_path: str | Path, out_dir: str | Path | None = None, *, resume:
     trainer = Trainer(cfg, Path(config_path), out, device, rank, world, progress)
     trainer.run(resume=resume, stop_after=stop_after)
     return out
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -303,7 +301,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save_state(self) -> None:
+        """Write ``state/last.pt`` from tensors and plain Python data only, so that
+        ``load_state`` can read it with ``torch.load(weights_only=True)``."""
         if self.rank == 0:
+            best = self.best and {**self.best, "metrics": {
+                k: float(v) for k, v in self.best["metrics"].items()}}
             state = {
                 "version": STATE_VERSION, "config_sha256": self.cfg.sha256, "step": self.step,
                 "objective": self.objective.state_dict(),
@@ -312,7 +314,7 @@ class Trainer:
                 "optimizer_d": (self.optimizer_d.state_dict()
                                 if self.optimizer_d is not None else None),
                 "scaler": self.scaler.state_dict(),
-                "rng": _rng_state(), "best": self.best, "train_seconds": self.train_seconds,
+                "rng": _rng_state(), "best": best, "train_seconds": self.train_seconds,
             }
             with atomic_open(self.state_path, "wb") as handle:
                 torch.save(state, handle)
@@ -320,11 +322,16 @@ class Trainer:
             dist.barrier()
 
     def load_state(self) -> None:
-        # our own file (written above): it holds numpy/python RNG states, hence weights_only=False
-        state = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        if state.get("version") != STATE_VERSION or state["config_sha256"] != self.cfg.sha256:
+        """Continue from ``state/last.pt``. It is read with ``weights_only=True``: a file holding
+        any Python object beyond tensors and plain data is refused, never unpickled."""
+        path = self.state_path
+        state = safe_torch_load(path, self.device, RESTART)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ModelError(f"{path} is not a training state of this meerbench version. "
+                             f"{RESTART}")
+        if state.get("config_sha256") != self.cfg.sha256:
             raise ModelError(
-                f"{self.state_path} was written under a different configuration or version; "
+                f"{path} was written under a different configuration; "
                 f"train into a new folder or pass resume=False (--no-resume) to start over."
             )
         self.step = state["step"]
@@ -419,15 +426,22 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate(),
+    """Every RNG state as tensors and plain ints (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
