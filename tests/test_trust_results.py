@@ -15,6 +15,7 @@ import pytest
 
 from meerbench.cli import main
 from meerbench.errors import MeerbenchError
+from meerbench.metrics.scorefiles import load_scores
 from meerbench.report import leaderboard
 from meerbench.report.commands import EXIT_CHECK_FAILED, leaderboard_command
 from meerbench.report.grid import load_runs
@@ -293,3 +294,9 @@ def test_result_names_are_checked_before_writing(tmp_path: Path, field: str, val
     with pytest.raises(MeerbenchError, match=re.escape(repr(value))):
         result.write(tmp_path / "out")
     assert list(tmp_path.rglob("*.json")) == []
+
+
+def test_score_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    path = tmp_path / "scores.csv"  # as spreadsheet programs save CSV
+    path.write_bytes(b"\xef\xbb\xbfscore,label\n0.5,1\n0.25,0\n")
+    assert load_scores(path).scores.tolist() == [0.5, 0.25]

@@ -63,7 +63,7 @@ def load_scores(path: str | os.PathLike[str]) -> ScoreTable:
     """Read a CSV or bob 4-column score file; ScoreFileError names the file, line and problem."""
     path = Path(path)
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:  # a BOM is not a name
             first = next((line for line in handle if line.strip() and line[0] != "#"), None)
             if first is None:
                 raise ScoreFileError(f"{path}: empty score file (no pairs)")
