@@ -90,9 +90,9 @@ def read_result(path: Path) -> dict[str, Any]:
             raise MeerbenchError(f"Result {path} is larger than {MAX_BYTES >> 20} MiB; "
                                  "not a meerbench result.")
         data = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON or UTF-8
+        validate_result(data, path)
+    except (OSError, ValueError, RecursionError) as exc:  # JSON or UTF-8; nested too deeply
         raise MeerbenchError(f"Cannot read result {path}: {exc}") from None
-    validate_result(data, path)
     for role in data["files"]:
         result_file(path, data, role)
     return data
@@ -109,7 +109,11 @@ def result_file(path: Path, data: dict[str, Any], role: str) -> Path | None:
         return None
     at = _At(path)["files"][role]
     folder = path.parent.resolve()
-    target = (folder / _name(name, at)).resolve()
+    try:
+        target = (folder / _name(name, at)).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise MeerbenchError(f"Result {path}: field '{at.field}': cannot resolve {name!r}: "
+                             f"{exc}") from None
     if target.parent != folder:
         raise MeerbenchError(f"Result {path}: field '{at.field}': {name!r} resolves to {target}, "
                              f"outside the Result's folder {folder}; side files must lie next to "
@@ -173,8 +177,8 @@ def validate_result(data: Any, path: Path) -> None:
     _fields(top["provenance"], at["provenance"], False, **dict.fromkeys(
         ("date", "meerbench_version", "git_commit", "device", "precision", "torch_version"),
         _optional(_text)))
-    for key, value in top["timings"].items():
-        if not isinstance(value, (bool, str)) and value is not None:
+    for key, value in top["timings"].items():  # durations and rates; flags and notes pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             _number(value, at["timings"][key], 0.0)
     _values(_name)(top["files"], at["files"])
 

@@ -81,6 +81,11 @@ def test_symlinked_side_file_resolving_outside_is_refused(results: Path, tmp_pat
     (results / "alpha__synthA.scores.csv").symlink_to(outside)
     with pytest.raises(MeerbenchError, match=r"files\.scores.*outside the Result's folder"):
         load_runs([results])
+    (results / "alpha__synthA.scores.csv").unlink()
+    (results / "alpha__synthA.scores.csv").symlink_to("alpha__synthA.scores.csv")  # a loop
+    with pytest.raises(MeerbenchError, match=r"alpha__synthA\.json: field 'files\.scores': "
+                                             "cannot resolve"):
+        load_runs([results])
     samples = results / "beta__synthA.restoration.npz"
     samples.symlink_to("/etc/passwd")
     edit(results / "beta__synthA.json",
