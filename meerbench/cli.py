@@ -64,8 +64,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meerbench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number >= ``minimum`` (argparse names the flag)."""
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in [minimum, maximum] (argparse names the flag)."""
 
     def parse(text: str) -> int:
         try:
@@ -74,6 +74,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -81,6 +83,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 POSITIVE = whole_number(1)
 NON_NEGATIVE = whole_number(0)
+#: DataLoader worker processes: each is a process, so an absurd count is refused, not forked.
+WORKERS = whole_number(0, 256)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="folder for Result JSON and scores")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     run.add_argument("--batch-size", type=POSITIVE, default=64)
-    run.add_argument("--workers", type=NON_NEGATIVE, default=0, help="DataLoader worker processes")
+    run.add_argument("--workers", type=WORKERS, default=0,
+                     help="DataLoader worker processes (0 .. 256)")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     run.add_argument("--chunk-size", type=POSITIVE, default=2048,
                      help="images per cache chunk (the unit of resume and of torchrun sharding)")
