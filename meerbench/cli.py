@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--eer-rule", default="min_gap", choices=("min_gap", "interp"))
     met.add_argument("--far", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4],
                      help="FAR targets for TAR@FAR")
-    met.add_argument("--folds", type=POSITIVE, default=10,
+    met.add_argument("--folds", type=whole_number(2), default=10,
                      help="contiguous folds for k-fold accuracy when the file has no fold column")
     met.add_argument("--bootstrap", type=NON_NEGATIVE, default=1000,
                      help="bootstrap rounds (0: no CIs)")
