@@ -4,6 +4,8 @@ failures end in one line ``meerbench: error: ...`` and exit 2, with nothing writ
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,15 @@ def test_os_error_message_says_read_or_write():
         "cannot write /ro/new: Permission denied"
     assert os_error_message(OSError(28, "No space left on device")) == \
         "[Errno 28] No space left on device"
+
+
+def test_non_utf8_output_name_prints_under_a_strict_stdout(tmp_path, inputs):
+    """A folder name that is not UTF-8 (bytes 0xff) is echoed escaped, not a crash after the
+    work is done, also where stdout is strict UTF-8 (e.g. an en_US.UTF-8 locale)."""
+    out = os.fsdecode(bytes(tmp_path) + b"/masked\xff")
+    done = subprocess.run(
+        [sys.executable, "-m", "meerbench.cli", "mask", str(inputs["faces"]), "--out", out,
+         "--no-progress"], capture_output=True, text=True, errors="replace", timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "masked\\udcff" in done.stdout and os.path.isdir(out)
