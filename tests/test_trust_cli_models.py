@@ -78,3 +78,28 @@ def test_onnx_width_must_match_the_card(tmp_path):
                                          r"512"):
         model_from_card(write_card(tmp_path, "onnx", onnx, 512))
     assert model_from_card(write_card(tmp_path, "onnx", onnx, 128)).cfg.embedding_dim == 128
+
+
+def test_unwritable_weights_folder_is_not_called_a_network_error(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from meerbench.models.cards import register_card_file
+    from meerbench.registry import MODELS
+
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the card stays local
+    source = tmp_path / "w.pth"
+    source.write_bytes(b"weights")
+    card = tmp_path / "fetch-test.yaml"
+    card.write_text(yaml.safe_dump({
+        "schema": 1, "name": "trust-fetch-test", "description": "test", "architecture":
+        "iresnet18", "contract": {**CONTRACT, "embedding_dim": 512},
+        "weights": {"licence": "test", "file_name": "w.pth", "url": source.as_uri(),
+                    "sha256": hashlib.sha256(b"weights").hexdigest()}}))
+    register_card_file(card)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MEERBENCH_HOME", str(blocker / "home"))
+    assert main(["weights", "fetch", "trust-fetch-test"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"Cannot write {blocker / 'home'}" in err
+    assert "Not a directory" in err and "download" not in err.lower()

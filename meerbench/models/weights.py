@@ -55,6 +55,9 @@ def fetch(url: str, sha256: str, file_name: str, dest_dir: Path | None = None,
                         "upstream."
                     )
     except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:  # the folder, not the network
+            raise ModelError(f"Cannot write {target}: {exc.strerror} at {exc.filename}; set "
+                             "MEERBENCH_HOME to a writable folder.") from None
         reason = getattr(exc, "reason", None) or exc
         raise ModelError(
             f"Could not download {file_name} from {url} ({reason}). If this machine is offline, "
