@@ -87,3 +87,16 @@ def test_truncated_state_names_the_file(stopped, capsys):
     code, err = cli_train(config, out, capsys)
     assert code == 2 and err.count("\n") == 1
     assert str(path) in err and "not a readable torch.save file" in err
+
+
+def test_resume_after_a_best_checkpoint_is_exact(tmp_path):
+    """A state holding the best weights and their metrics so far (plain floats, no numpy
+    scalars) loads with ``weights_only=True`` and resumes to the same shipped weights."""
+    config = write_tiny_run(tmp_path, validation__every=2)
+    straight = train(config, tmp_path / "straight", progress=False)
+    stopped = train(config, tmp_path / "resumed", progress=False, stop_after=10)
+    state = torch.load(stopped / "state" / "last.pt", weights_only=True)
+    assert state["best"]["step"] == 10 and isinstance(state["best"]["score"], float)
+    resumed = train(config, tmp_path / "resumed", progress=False)
+    assert (straight / "model.safetensors").read_bytes() == \
+        (resumed / "model.safetensors").read_bytes()

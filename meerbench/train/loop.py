@@ -284,7 +284,8 @@ class Trainer:
             start = self.cfg.stage_start(self.cfg.validation.select_from_stage)
             eligible = self.step > start
             if eligible and (self.best is None or metrics[key] > self.best["score"]):
-                self.best = {"step": self.step, "score": metrics[key], "metrics": metrics,
+                plain = {k: float(v) for k, v in metrics.items()}  # no numpy scalars in states
+                self.best = {"step": self.step, "score": plain[key], "metrics": plain,
                              "weights": {k: v.detach().cpu().clone()
                                          for k, v in self.objective.net.state_dict().items()}}
         if self.world > 1:
@@ -304,8 +305,6 @@ class Trainer:
         """Write ``state/last.pt`` from tensors and plain Python data only, so that
         ``load_state`` can read it with ``torch.load(weights_only=True)``."""
         if self.rank == 0:
-            best = self.best and {**self.best, "metrics": {
-                k: float(v) for k, v in self.best["metrics"].items()}}
             state = {
                 "version": STATE_VERSION, "config_sha256": self.cfg.sha256, "step": self.step,
                 "objective": self.objective.state_dict(),
@@ -314,7 +313,7 @@ class Trainer:
                 "optimizer_d": (self.optimizer_d.state_dict()
                                 if self.optimizer_d is not None else None),
                 "scaler": self.scaler.state_dict(),
-                "rng": _rng_state(), "best": best, "train_seconds": self.train_seconds,
+                "rng": _rng_state(), "best": self.best, "train_seconds": self.train_seconds,
             }
             with atomic_open(self.state_path, "wb") as handle:
                 torch.save(state, handle)
