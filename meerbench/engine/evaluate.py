@@ -26,8 +26,8 @@ from meerbench.io import atomic_open, ensure_writable_dir
 from meerbench.models import load_model
 from meerbench.models.base import FaceModel
 from meerbench.protocol import Protocol, build_gallery, build_pairs, load_protocol
-from meerbench.results import Result, provenance
-from meerbench.settings import default_device
+from meerbench.results import Result, provenance, result_path
+from meerbench.settings import resolve_device
 from meerbench.store import Artefact
 
 FRAME = (112, 112)
@@ -48,11 +48,13 @@ def evaluate(
 ) -> Result:
     """Evaluate ``model`` on every task of ``protocol``; write the Result if ``out_dir`` is set."""
     t_start = time.perf_counter()
-    device = device or default_device()
+    device = str(resolve_device(device, "device"))
     rank, _ = init_from_env(device)
     out = ensure_writable_dir(Path(out_dir)) if out_dir is not None and rank == 0 else None
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     net = model if isinstance(model, FaceModel) else load_model(model)
+    if out is not None:  # plain names, no read-only Result to replace: checked before any work
+        result_path(out, net.name, proto.id)
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once
         dataset, preparation = prepare_dataset(proto, data, progress)
     pairs = build_pairs(proto.verification, dataset) if proto.verification else None

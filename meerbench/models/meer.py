@@ -348,8 +348,8 @@ MEER_PREFERENCE = ("meer-r100", "meer-r50", "meer-s")
 
 
 def meer() -> MeerModel:
-    """The best available MEER checkpoint under ``baselines_dir()`` (the reference meer-s)."""
-    for folder in MEER_PREFERENCE:
-        if (baselines_dir() / folder / "card.yaml").is_file():
-            return load_trained(baselines_dir() / folder, name="meer")
-    return load_trained(baselines_dir() / MEER_PREFERENCE[-1], name="meer")
+    """The best available MEER checkpoint under ``baselines_dir()`` (the reference meer-s), named
+    as that checkpoint: a Result says which MEER it measured, never just "meer"."""
+    folder = next((f for f in MEER_PREFERENCE if (baselines_dir() / f / "card.yaml").is_file()),
+                  MEER_PREFERENCE[-1])
+    return load_trained(baselines_dir() / folder)
