@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from meerbench.data.dataset import Dataset, DatasetSpec
+from meerbench.data.formats.inputs import decode_text
 from meerbench.errors import ProtocolError
 from meerbench.registry import PROTOCOLS
 from meerbench.schema import Fields
@@ -130,7 +131,7 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     schema = top.get("schema", int, SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
         raise top.error("schema", f"{SCHEMA_VERSION} (the schema this meerbench reads)")
-    pid = top.get("id", str)
+    pid = top.name("id")
     version = top.positive_int("version")
     description = top.get("description", str)
     citation = top.get("citation", str, "")
@@ -151,14 +152,11 @@ def parse_protocol(data: Any, source: str) -> Protocol:
     tasks = top.sub("tasks")
     verification = identification = restoration = None
     if v := tasks.sub("verification", None):
-        conditions = tuple(v.get("conditions", list, list(CONDITIONS)))
-        for c in conditions:
-            if c not in CONDITIONS:
-                raise v.error("conditions", f"a list drawn from {', '.join(CONDITIONS)}, got {c!r}")
+        conditions = v.unique_list("conditions", tuple(CONDITIONS), list(CONDITIONS))
         source_kind = v.choice("pairs", ("generated", "official"), "generated")
         official = source_kind == "official"
         verification = VerificationTask(  # official lists bring their own pairs and folds
-            seed=0 if official else v.get("seed", int),
+            seed=0 if official else v.seed("seed"),
             folds=0 if official else v.positive_int("folds", 10),
             pairs_per_fold=0 if official else v.positive_int("pairs_per_fold"),
             conditions=conditions, pairs=source_kind,
@@ -169,7 +167,7 @@ def parse_protocol(data: Any, source: str) -> Protocol:
         v.finish()
     if i := tasks.sub("identification", None):
         identification = IdentificationTask(
-            seed=i.get("seed", int), gallery_identities=i.positive_int("gallery_identities", None),
+            seed=i.seed("seed"), gallery_identities=i.positive_int("gallery_identities", None),
             gallery_fraction=i.get("gallery_fraction", float, None),
             gallery_per_identity=i.positive_int("gallery_per_identity", 1),
             gallery_masked=i.get("gallery_masked", bool, False),
@@ -211,18 +209,21 @@ def _masking(fields: Fields) -> SyntheticMasking:
 
     named = {"seen": tuple(SEEN_FAMILIES), "unseen": tuple(UNSEEN_FAMILIES)}
     raw = fields.get("families", (str, list), "seen")
-    families = named.get(raw) if isinstance(raw, str) else tuple(raw)
     known = named["seen"] + named["unseen"]
-    if not families or any(f not in known for f in families):
+    if isinstance(raw, list):
+        families = fields.unique_list("families", known)
+    elif raw in named:
+        families = named[raw]
+    else:
         raise fields.error("families", f"'seen', 'unseen' or a list drawn from {', '.join(known)}")
-    spec = SyntheticMasking(fields.get("seed", int), families,
+    spec = SyntheticMasking(fields.seed("seed"), families,
                             fields.choice("landmarks", ("auto", "template", "dlib68"), "auto"))
     fields.finish()
     return spec
 
 
 def _dataset_spec(fields: Fields, default_name: str) -> DatasetSpec:
-    spec = DatasetSpec(fields.get("format", str), fields.get("name", str, default_name),
+    spec = DatasetSpec(fields.get("format", str), fields.name("name", default_name),
                        fields.get("options", dict, {}))
     fields.finish()
     return spec
@@ -243,9 +244,11 @@ def _check_metric_settings(metrics: dict[str, dict[str, Any]], source: str) -> N
 def read_protocol_file(path: Path) -> Protocol:
     """Load and validate one protocol YAML file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_text(path.read_bytes(), path, ProtocolError)
     except FileNotFoundError:
         raise ProtocolError(f"Protocol file not found: {path}") from None
+    except OSError as exc:
+        raise ProtocolError(f"Cannot read protocol file {path}: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

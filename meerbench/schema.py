@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from meerbench.errors import ProtocolError
 
 _MISSING = object()
+#: A name that becomes one file or folder name: no separators, no leading dot, no "..".
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+#: Default cap of a count: generous for real data, far below what would exhaust a machine.
+MAX_COUNT = 1_000_000
+INT64_MAX = 2**63 - 1
 
 
 class Fields:
@@ -44,13 +50,46 @@ class Fields:
             raise self.error(name, f"{_kind_name(kind)}, got a boolean")
         if not isinstance(value, kinds):
             raise self.error(name, f"{_kind_name(kind)}, got {value!r}")
+        if isinstance(value, int) and abs(value) > INT64_MAX:
+            raise self.error(name, f"an integer within 64 bits, got {value}")
         return value
 
-    def positive_int(self, name: str, default: Any = _MISSING) -> int:
+    def positive_int(self, name: str, default: Any = _MISSING, maximum: int = MAX_COUNT) -> int:
+        """A count from 1 to ``maximum``: absurd sizes fail here, not after hours of work."""
         value = self.get(name, int, default)
-        if value is not None and value <= 0:
-            raise self.error(name, f"a positive integer, got {value}")
+        if value is not None and not 0 < value <= maximum:
+            raise self.error(name, f"a positive integer of at most {maximum:,}, got {value}")
         return value
+
+    def seed(self, name: str, default: Any = _MISSING) -> int:
+        """A random seed: a whole number >= 0 (what numpy's generators accept)."""
+        value = self.get(name, int, default)
+        if value is not None and value < 0:
+            raise self.error(name, f"a seed >= 0, got {value}")
+        return value
+
+    def name(self, field: str, default: Any = _MISSING) -> str:
+        """A value that names a file or folder: one path component, never a way out of it."""
+        value = self.get(field, str, default)
+        if not NAME.fullmatch(value) or ".." in value:
+            raise self.error(field, "a plain name of letters, digits, '.', '_' and '-' (at most "
+                                    "128, not starting with '.', no '..': it names a file or "
+                                    f"folder), got {value!r}")
+        return value
+
+    def unique_list(self, name: str, allowed: tuple[str, ...], default: Any = _MISSING
+                    ) -> tuple[str, ...]:
+        """A non-empty list drawn from ``allowed`` with no repeats (a set written as a list)."""
+        value = self.get(name, list, default)
+        for item in value:
+            if item not in allowed:
+                raise self.error(name, f"a list drawn from {', '.join(allowed)}, got {item!r}")
+        if not value:
+            raise self.error(name, f"a non-empty list drawn from {', '.join(allowed)}")
+        repeated = next((item for i, item in enumerate(value) if item in value[:i]), None)
+        if repeated is not None:
+            raise self.error(name, f"each value once, got {repeated!r} more than once")
+        return tuple(value)
 
     def choice(self, name: str, allowed: tuple[str, ...], default: Any = _MISSING) -> str:
         value = self.get(name, str, default)
@@ -65,7 +104,7 @@ class Fields:
 
     def finish(self) -> None:
         """Fail on any field that was not read: catches misspellings."""
-        unknown = sorted(set(self.data) - self.seen)
+        unknown = sorted(set(self.data) - self.seen, key=str)
         if not unknown:
             return
         name = unknown[0]

@@ -19,12 +19,11 @@ from numpy.typing import ArrayLike
 from meerbench.metrics.errors import (
     MetricInputError,
     check_choice,
-    check_rounds,
     reject_unknown_keys,
 )
 from meerbench.metrics.stats import bootstrap_samples, interval_json, percentile_interval
 from meerbench.metrics.sync import gather_updates
-from meerbench.metrics.verification import check_far_targets
+from meerbench.metrics.verification import check_distinct, check_far_targets, check_sampling
 
 if TYPE_CHECKING:
     import torch
@@ -257,6 +256,11 @@ def dir_at_fpir(outcomes: ProbeOutcomes, targets: Sequence[float]) -> list[DirAt
 # ----------------------------------------------------------------------------- report
 
 
+#: Caps on the settings that size work and memory: far above real use, far below exhaustion.
+MAX_RANK = 10_000
+MAX_BLOCK = 2**28
+
+
 @dataclass(frozen=True)
 class IdentificationSettings:
     """Ranks, FPIR targets, bootstrap and compute options (protocol ``metrics.identification``)."""
@@ -274,11 +278,18 @@ class IdentificationSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", tuple(int(r) for r in self.ranks))
         object.__setattr__(self, "fpir_targets", check_far_targets(self.fpir_targets))
-        if self.max_rank < 1 or any(r < 1 for r in self.ranks):
-            raise MetricInputError(f"ranks and max_rank must be >= 1, got ranks={self.ranks}, "
-                                   f"max_rank={self.max_rank}")
+        if not all(1 <= r <= MAX_RANK for r in (*self.ranks, self.max_rank)):
+            raise MetricInputError(f"ranks and max_rank must be >= 1 and at most {MAX_RANK:,}, got "
+                                   f"ranks={self.ranks}, max_rank={self.max_rank}")
+        check_distinct("ranks", self.ranks)
+        check_distinct("fpir_targets", self.fpir_targets)
+        if not (0 < self.probe_block and 0 < self.gallery_block
+                and self.probe_block * self.gallery_block <= MAX_BLOCK):
+            raise MetricInputError(
+                f"probe_block x gallery_block must be from 1 to {MAX_BLOCK:,} scores (1 GiB of "
+                f"float32), got {self.probe_block:,} x {self.gallery_block:,}")
         check_choice("dtype", self.dtype, DTYPES)
-        check_rounds(self.bootstrap)
+        check_sampling(self.bootstrap, self.seed)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IdentificationSettings:

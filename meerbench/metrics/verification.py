@@ -222,6 +222,24 @@ def check_far_targets(targets: Sequence[float]) -> tuple[float, ...]:
     return checked
 
 
+def check_distinct(name: str, values: Sequence[Any]) -> None:
+    """Settings that are sets (targets, ranks) list each value once: a repeat is a typo."""
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise MetricInputError(f"{name} must list each value once, got {repeated!r} more than "
+                               "once")
+
+
+def check_sampling(bootstrap: Any, seed: Any) -> None:
+    """Bootstrap rounds from 0 to ``MAX_BOOTSTRAP`` and a seed >= 0 (what numpy accepts)."""
+    check_rounds(bootstrap)
+    if bootstrap > MAX_BOOTSTRAP:
+        raise MetricInputError(f"bootstrap must be at most {MAX_BOOTSTRAP:,} rounds (each "
+                               f"recomputes every metric), got {bootstrap:,}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MetricInputError(f"seed must be a whole number >= 0, got {seed!r}")
+
+
 def tar_value(curve: Roc, target: float, rule: str) -> tuple[float, float, float]:
     """(tar, far, threshold) at ``target`` under ``rule`` on a ROC.
 
@@ -469,6 +487,10 @@ def _exact_thresholds(scores: np.ndarray, labels: np.ndarray, index: np.ndarray,
 # ----------------------------------------------------------------------------- report
 
 
+#: Most bootstrap rounds a protocol may ask for (1000 is usual; 1e5 already takes long).
+MAX_BOOTSTRAP = 100_000
+
+
 @dataclass(frozen=True)
 class VerificationSettings:
     """Metric rules and bootstrap for a verification report (protocol ``metrics.verification``)."""
@@ -482,10 +504,11 @@ class VerificationSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "far_targets", check_far_targets(self.far_targets))
+        check_distinct("far_targets", self.far_targets)
         check_choice("accuracy_rule", self.accuracy_rule, ACCURACY_RULES)
         check_choice("tar_rule", self.tar_rule, TAR_RULES)
         check_choice("eer_rule", self.eer_rule, EER_RULES)
-        check_rounds(self.bootstrap)
+        check_sampling(self.bootstrap, self.seed)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VerificationSettings:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meerbench.data.dataset import Dataset, DatasetSpec
+from meerbench.data.formats.inputs import check_dataset
 from meerbench.errors import DatasetError
 from meerbench.registry import DATASETS
 from meerbench.settings import data_root
@@ -75,10 +76,14 @@ DATASETS.add_lazy(
 
 def open_dataset(spec: DatasetSpec, data: str | Path | None = None, *,
                  progress: bool = True) -> Dataset:
-    """Read the dataset a protocol names, from ``data`` or ``$MEERBENCH_DATA/<name>``."""
+    """Read the dataset a protocol names, from ``data`` or ``$MEERBENCH_DATA/<name>``.
+
+    Whatever the reader, every file of the result lies inside its root and every name is text
+    (``inputs.check_dataset``)."""
     reader: DatasetFormat = DATASETS.get(spec.format)()
     if not reader.needs_root:
-        return reader.read(None, spec.options, spec.name, progress=progress)  # type: ignore[call-arg]
+        return check_dataset(reader.read(None, spec.options, spec.name,  # type: ignore[call-arg]
+                                         progress=progress))
     root = data_root(spec.name, data)
     if root is None or not root.exists():
         where = f"{root}" if root is not None else f"--data or $MEERBENCH_DATA/{spec.name}"
@@ -88,4 +93,4 @@ def open_dataset(spec: DatasetSpec, data: str | Path | None = None, *,
             f"'{spec.name}/'; `meerbench prepare <protocol> --data DIR` then checks the layout, "
             "prepares the faces and writes the protocol's lists."
         )
-    return reader.read(root, spec.options, spec.name)
+    return check_dataset(reader.read(root, spec.options, spec.name))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Pair, Sample
+from meerbench.data.formats.inputs import option_path
 from meerbench.data.formats.lfw import image_files, line_error, read_rows
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
@@ -109,8 +110,8 @@ class _CrossLFWFormat:
         assert root is not None
         if images_name is None:
             images_name = next((f for f in IMAGE_FOLDERS if (root / f).is_dir()), IMAGE_FOLDERS[0])
-        folder = FlatFolder(root, root / images_name, pattern, masked)
-        pairs_path = root / pairs_name
+        folder = FlatFolder(root, option_path(root, images_name, name, "images"), pattern, masked)
+        pairs_path = option_path(root, pairs_name, name, "pairs")
         pairs = _two_line_pairs(pairs_path, folder)
         return Dataset(name, root, folder.samples, pairs, info={
             "format": self.dataset, "pairs_file": str(pairs_path),

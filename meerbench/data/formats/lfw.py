@@ -11,6 +11,7 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset, Pair, Sample
 from meerbench.data.formats.folder import IMAGE_SUFFIXES
+from meerbench.data.formats.inputs import option_path, read_text
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 
@@ -24,13 +25,7 @@ def line_error(path: Path, line: int, message: str) -> DatasetError:
 def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Stripped lines of a text file with 1-based numbers. CRLF, a BOM and trailing blank lines
     are tolerated; a blank line before the end is an error (it would shift every later pair)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"{what} not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = [line.strip() for line in text.splitlines()]
+    lines = [line.strip() for line in read_text(path, what).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -104,7 +99,8 @@ class LFWFormat:
     """Options: ``images`` (image folder, default ``lfw``) and ``pairs`` (default ``pairs.txt``).
 
     The root may hold ``lfw/`` and ``pairs.txt``, or be the ``lfw`` folder itself (``pairs.txt``
-    then inside it or beside it). Fold k is the k-th set of the pairs file.
+    then inside it or beside it: the one file a reader may take from outside its root, and only
+    from the root's parent folder). Fold k is the k-th set of the pairs file.
     """
 
     needs_root = True
@@ -120,8 +116,11 @@ class LFWFormat:
         pairs_name = fields.get("pairs", str, "pairs.txt")
         fields.finish()
         assert root is not None
-        images = root / images_name if (root / images_name).is_dir() else root
-        candidates = [root / pairs_name] + ([root.parent / pairs_name] if images == root else [])
+        images = option_path(root, images_name, name, "images")
+        images = images if images.is_dir() else root
+        candidates = [option_path(root, pairs_name, name, "pairs")]
+        if images == root:  # the root is the lfw folder: pairs.txt may sit beside it
+            candidates.append(option_path(root.parent, pairs_name, name, "pairs"))
         pairs_path = next((p for p in candidates if p.is_file()), candidates[0])
         samples = [Sample(key=p.relative_to(root).as_posix(), path=p, identity=p.parent.name)
                    for p in sorted(images.glob("*/*.jpg")) if p.is_file()]

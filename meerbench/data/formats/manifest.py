@@ -1,16 +1,19 @@
 """Generic CSV manifest: a row per image, ``path,identity[,masked,mask_type,split,twin,mask_map]``.
 
-Paths are relative to the manifest's folder. Strict: unknown columns, empty identities, bad
-``masked`` values and missing files are errors naming the file and line.
+Paths are relative to the manifest's folder and must stay inside it (no ``..`` out, no absolute
+path, no symlink out). UTF-8, with or without a BOM. Strict: unknown columns, empty identities,
+bad ``masked`` values and missing files are errors naming the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
+from meerbench.data.formats.inputs import RootGuard, option_path, read_text
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 
@@ -19,14 +22,11 @@ OPTIONAL = ("masked", "mask_type", "split", "twin", "mask_map", "index")
 
 
 def read_manifest(csv_path: Path, name: str, check_files: bool = True) -> Dataset:
-    """Parse a manifest CSV into a ``Dataset`` rooted at the CSV's folder."""
-    root = csv_path.parent
+    """Parse a manifest CSV into a ``Dataset`` rooted at the CSV's folder; every path in it must
+    stay inside that folder."""
+    guard = RootGuard(csv_path.parent)
+    reader = csv.DictReader(io.StringIO(read_text(csv_path, "Manifest"), newline=""))
     try:
-        handle = csv_path.open(newline="", encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"Manifest not found: {csv_path}") from None
-    with handle:
-        reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED if c not in header]
         extra = [c for c in header if c not in REQUIRED + OPTIONAL]
@@ -36,7 +36,9 @@ def read_manifest(csv_path: Path, name: str, check_files: bool = True) -> Datase
                 f"(optional: {', '.join(OPTIONAL)}); "
                 + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}")
             )
-        samples = [_row(row, root, csv_path, line) for line, row in enumerate(reader, start=2)]
+        samples = [_row(row, guard, f"{csv_path}, line {reader.line_num}") for row in reader]
+    except csv.Error as exc:
+        raise DatasetError(f"{csv_path}, line {reader.reader.line_num}: {exc}") from None
     if not samples:
         raise DatasetError(f"{csv_path}: the manifest lists no images.")
     if check_files:
@@ -48,12 +50,12 @@ def read_manifest(csv_path: Path, name: str, check_files: bool = True) -> Datase
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise DatasetError(f"{csv_path}: image '{dup}' is listed more than once.")
-    return Dataset(name=name, root=root, samples=samples)
+    return Dataset(name=name, root=guard.root, samples=samples)
 
 
-def _row(row: dict[str, str], root: Path, csv_path: Path, line: int) -> Sample:
+def _row(row: dict[str, str], guard: RootGuard, where: str) -> Sample:
     def fail(msg: str) -> DatasetError:
-        return DatasetError(f"{csv_path}, line {line}: {msg}")
+        return DatasetError(f"{where}: {msg}")
 
     if None in row or any(v is None for v in row.values()):
         raise fail("wrong number of columns")
@@ -65,14 +67,17 @@ def _row(row: dict[str, str], root: Path, csv_path: Path, line: int) -> Sample:
         raise fail(f"'masked' must be 0/1/true/false, got {row['masked']!r}")
     masked = masked_text in ("1", "true")
 
-    def optional_path(column: str) -> Path | None:
+    def inside(column: str, value: str) -> Path:
+        return guard.check(guard.root / value, f"{where}, column '{column}'", value)
+
+    def optional(column: str) -> Path | None:
         value = (row.get(column) or "").strip()
-        return root / value if value else None
+        return inside(column, value) if value else None
 
     return Sample(
-        key=path, path=root / path, identity=identity, masked=masked,
+        key=path, path=inside("path", path), identity=identity, masked=masked,
         mask_type=(row.get("mask_type") or "").strip() or None,
-        twin=optional_path("twin"), mask_map=optional_path("mask_map"),
+        twin=optional("twin"), mask_map=optional("mask_map"),
         split=(row.get("split") or "").strip() or None,
     )
 
@@ -88,4 +93,4 @@ class ManifestFormat:
         file = fields.get("file", str, "manifest.csv")
         fields.finish()
         assert root is not None
-        return read_manifest(root / file, name)
+        return read_manifest(option_path(root, file, name, "file"), name)

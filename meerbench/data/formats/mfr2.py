@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
+from meerbench.data.formats.inputs import option_path
 from meerbench.data.formats.lfw import (
     PairKeys,
     contiguous_fold,
@@ -46,8 +47,8 @@ class MFR2Format:
         fields.finish()
         assert root is not None
         base = root / "mfr2" if (root / "mfr2").is_dir() else root
-        labels_path = _beside(base, root, labels_name)
-        pairs_path = _beside(base, root, pairs_name)
+        labels_path = _beside(base, root, labels_name, name, "labels")
+        pairs_path = _beside(base, root, pairs_name, name, "pairs")
         samples = _labelled_samples(labels_path, root, base)
         on_disk = {p for p in base.glob("*/*.png") if p.is_file()}
         unlabelled = len(on_disk - {s.path for s in samples})
@@ -64,9 +65,9 @@ class MFR2Format:
         })
 
 
-def _beside(base: Path, root: Path, file: str) -> Path:
+def _beside(base: Path, root: Path, file: str, dataset: str, option: str) -> Path:
     """``file`` inside the mfr2 folder, else beside it; the first is named when neither exists."""
-    candidates = [base / file, root / file]
+    candidates = [option_path(folder, file, dataset, option) for folder in (base, root)]
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 

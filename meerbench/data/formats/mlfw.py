@@ -15,6 +15,7 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset
 from meerbench.data.formats.calfw import FlatFolder, identity_regex
+from meerbench.data.formats.inputs import option_path
 from meerbench.data.formats.lfw import contiguous_fold, line_error, read_rows
 from meerbench.schema import Fields
 
@@ -43,8 +44,8 @@ class MLFWFormat:
         fields.finish()
         assert root is not None
         base = root / "MLFW" if (root / "MLFW" / images_name).is_dir() else root
-        folder = FlatFolder(root, base / images_name, pattern, masked)
-        pairs_path = base / pairs_name
+        pairs_path = option_path(base, pairs_name, name, "pairs")
+        folder = FlatFolder(root, option_path(base, images_name, name, "images"), pattern, masked)
         rows = read_rows(pairs_path, "MLFW pairs file")
         pairs = []
         for i, (line, tokens) in enumerate(rows):

@@ -14,6 +14,7 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.formats.folder import IMAGE_SUFFIXES
+from meerbench.data.formats.inputs import option_path
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 
@@ -60,14 +61,15 @@ class SMFRDFormat:
         fields = Fields(options, f"dataset '{name}'", "dataset.options")
         text, glob, regex = compile_pattern(fields)
         parts = fields.get("parts", list, None)
-        if parts is not None and (not parts or not all(isinstance(p, str) and p for p in parts)):
-            raise fields.error("parts", f"a non-empty list of folder names, got {parts!r}")
+        if parts is not None and (not parts or not all(isinstance(p, str) and p for p in parts)
+                                  or len(set(parts)) != len(parts)):
+            raise fields.error("parts", f"a non-empty list of distinct folder names, got {parts!r}")
         if parts is not None and "part" not in regex.groupindex:
             raise fields.error("parts", f"no option when the pattern {text!r} has no {{part}}")
         fields.finish()
         assert root is not None
         for part in parts or []:
-            if not (root / part).is_dir():
+            if not option_path(root, part, name, "parts").is_dir():
                 raise DatasetError(f"SMFRD part folder not found: {root / part}")
         samples = []
         for path in sorted(root.glob(glob)):

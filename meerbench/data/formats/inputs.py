@@ -1,0 +1,97 @@
+"""Untrusted dataset inputs: files confined to their data root, UTF-8 text, printable names.
+
+Every path a reader builds from a protocol option, a manifest row or a folder listing goes
+through ``RootGuard``: it resolves symlinks and ``..`` and refuses a path that ends outside the
+data root, so a dataset can never make meerbench read (or quote in an error) a file elsewhere.
+File names must be valid UTF-8: sample keys and identities are written to lists and Results as
+text, so a name that is not (a Linux file name is any bytes) is refused, naming its folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meerbench.data.dataset import Dataset
+from meerbench.errors import DatasetError, MeerbenchError
+
+
+class RootGuard:
+    """Checks that paths resolve inside one root; resolved folders are remembered, so checking
+    every image of a large dataset costs about one ``lstat`` per file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.resolved_root = root.resolve()
+        self._folders: dict[Path, Path] = {}
+
+    def check(self, path: Path, where: str, value: object = None) -> Path:
+        """``path`` unchanged when it resolves inside the root; otherwise a DatasetError naming
+        ``where`` (file and line, or option) and ``value`` (what was written there)."""
+        resolved = self._resolve(path)
+        if not resolved.is_relative_to(self.resolved_root):
+            shown = path if value is None else value
+            raise DatasetError(
+                f"{where}: {str(shown)!r} resolves to {resolved}, outside the data root "
+                f"{self.root}; every file of a dataset must lie inside its root (symlinks "
+                "included): copy the file in instead of linking or pointing to it.")
+        return path
+
+    def _resolve(self, path: Path) -> Path:
+        if path.name in ("", ".", ".."):
+            return path.resolve()
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = path.parent.resolve()
+        full = folder / path.name
+        return full.resolve() if full.is_symlink() else full
+
+
+def option_path(root: Path, value: str, dataset: str, option: str) -> Path:
+    """``root / value`` for the file or folder option ``option`` of ``dataset``, kept inside
+    ``root`` (an absolute path or ``..`` out is refused, naming the option and its value)."""
+    return RootGuard(root).check(root / value, f"dataset '{dataset}': field "
+                                               f"'dataset.options.{option}'", value)
+
+
+def check_dataset(dataset: Dataset) -> Dataset:
+    """Refuse a dataset with a file outside its root or a name that is not UTF-8 text."""
+    guard = RootGuard(dataset.root)
+    for s in dataset.samples:
+        where = f"dataset '{dataset.name}', sample '{printable(s.key)}'"
+        for path in (s.path, s.twin, s.mask_map):
+            if path is not None:
+                guard.check(path, where)
+        for text in (s.key, s.identity):
+            if printable(text) != text:
+                folder = printable(str((dataset.root / s.key).parent))
+                raise DatasetError(
+                    f"{folder}: the name {printable(text)!r} is not valid "
+                    "UTF-8; rename it (sample keys and identities are stored as text).")
+    return dataset
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of a file name (lone surrogates) shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def decode_text(data: bytes, path: Path | str, error: type[MeerbenchError] = DatasetError) -> str:
+    """UTF-8 text with a leading BOM (as Excel writes) dropped; invalid bytes are an ``error``
+    naming the file, the line and the byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise error(f"{path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save "
+                    "the file as UTF-8.") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file (see ``decode_text``); a missing or unreadable file names ``what``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {what} {path}: {exc.strerror or exc}") from None
+    return decode_text(data, path)
