@@ -174,3 +174,11 @@ def test_non_utf8_identity_folder_is_refused(root):
     png(root / os.fsdecode(b"Jos\xe9") / "1.png")
     with pytest.raises(DatasetError, match="not valid UTF-8"):
         open_dataset(DatasetSpec("folder", "f", {}), root)
+
+
+def test_symlink_loop_in_a_manifest_is_a_dataset_error(root):
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
+    csv = manifest(root, ["a/1.png,a,,", "loop1,b,,"])
+    with pytest.raises(DatasetError, match=rf"{csv}, line 3, column 'path': 'loop1' is not"):
+        read_manifest(csv, "m")

@@ -27,9 +27,12 @@ class RootGuard:
     def check(self, path: Path, where: str, value: object = None) -> Path:
         """``path`` unchanged when it resolves inside the root; otherwise a DatasetError naming
         ``where`` (file and line, or option) and ``value`` (what was written there)."""
-        resolved = self._resolve(path)
+        shown = path if value is None else value
+        try:
+            resolved = self._resolve(path)
+        except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, symlink loop, too long
+            raise DatasetError(f"{where}: {str(shown)!r} is not a usable path ({exc}).") from None
         if not resolved.is_relative_to(self.resolved_root):
-            shown = path if value is None else value
             raise DatasetError(
                 f"{where}: {str(shown)!r} resolves to {resolved}, outside the data root "
                 f"{self.root}; every file of a dataset must lie inside its root (symlinks "
