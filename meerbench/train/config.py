@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from meerbench.data.formats.inputs import decode_text
 from meerbench.errors import ProtocolError
 from meerbench.models.meer import MeerArch
 from meerbench.schema import Fields
@@ -154,9 +155,13 @@ def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a training YAML file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = decode_text(path.read_bytes(), path, ProtocolError)
     except OSError as exc:
         raise ProtocolError(f"Cannot read training config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_config(data, str(path))
 
 
