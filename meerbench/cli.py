@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
         return int(exc.code or 0)
+    signal.signal(signal.SIGTERM, _terminated)  # unwind: partial folders are removed on the way
     try:
         return args.func(args)
     except MeerbenchError as exc:
@@ -37,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("meerbench: interrupted; finished work is cached, rerun to resume.", file=sys.stderr)
         return 130
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _fail(message: str) -> int:
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", default="reports", help="folder for the leaderboard")
     board.add_argument("--check", metavar="REPORTS_DIR",
                        help="compare against a committed leaderboard; exit 1 on any number that "
-                            "moved beyond its tolerance")
+                            "moved beyond its tolerance, 2 on bad input, 3 if the check itself "
+                            "fails")
     board.set_defaults(func=cmd_leaderboard)
 
     cmp_ = sub.add_parser("compare", help="per-condition differences with paired significance")

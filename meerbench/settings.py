@@ -58,8 +58,3 @@ def resolve_device(name: str | torch.device | None,
                 if visible else "no CUDA GPU is visible here; use cpu or auto")
         raise MeerbenchError(f"{source} {name!r}: {seen}.")
     return torch.device("cuda", int(index)) if index else torch.device("cuda")
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return resolve_device(None).type

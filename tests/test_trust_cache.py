@@ -276,3 +276,28 @@ def test_result_and_cache_key_hold_the_resolved_precision_and_device(tmp_path: P
     assert sorted(k["precision"] for k in keys) == ["bf16", "fp32"]
     assert {k["device_type"] for k in keys} == {"cpu"}
     assert auto.model["name"] == "meer-s"
+
+
+# ------------------------------------------------- 11. SIGTERM while SynthFace renders
+
+def test_sigterm_during_rendering_leaves_no_partial_folder(tmp_path: Path) -> None:
+    import time
+
+    proto = {**TINY, "id": "sigterm", "train": None,
+             "dataset": {**TINY["dataset"], "options": {**TINY["dataset"]["options"],
+                                                        "n_identities": 400}}}
+    path = tmp_path / "sigterm.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    home = tmp_path / "home"
+    cli = Path(sys.executable).with_name("meerbench")
+    process = subprocess.Popen([str(cli), "run", "--model", "pixels", "--protocol", str(path),
+                                "--out", str(tmp_path / "out"), "--no-progress"],
+                               env={**os.environ, "MEERBENCH_HOME": str(home)},
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(home.glob("synthface/.*partial-*/images/*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert list((home / "synthface").iterdir()) == []  # the partial folder went with it

@@ -150,7 +150,10 @@ class Perceptual(nn.Module):
             raise ModelError(f"VGG-16 weights for the perceptual loss not found at {path}; set "
                              "losses.perceptual_weights to a local file or weight it 0.")
         layers = vgg16(weights=None).features[:16]
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from meerbench.models.adapters import safe_torch_load
+
+        state = safe_torch_load(path, "cpu", "set losses.perceptual_weights to torchvision's "
+                                             "VGG-16 state dict, or weight the loss 0.")
         layers.load_state_dict({k[len("features."):]: v for k, v in state.items()
                                 if k.startswith("features.") and
                                 int(k.split(".")[1]) < 16}, strict=True)
