@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from meerbench.data.dataset import Dataset, Pair, Sample
+from meerbench.data.formats.inputs import option_path
 from meerbench.data.formats.lfw import contiguous_fold
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
-from meerbench.settings import home
+from meerbench.store import Artefact
 
 FOLDS = 10
 JPEG_START = b"\xff\xd8"
@@ -120,37 +118,30 @@ def _validate(loaded: object, path: Path) -> tuple[list[bytes], list[bool]]:
     return list(bins), labels
 
 
-def _cache_images(bins: list[bytes], digest: str) -> Path:
-    """Write the JPEG bytes once into ``<cache>/bins/<digest[:16]>`` (atomically); its path."""
-    folder = home() / "bins" / digest[:16]
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+def _cache_images(bins: list[bytes], digest: str) -> Artefact:
+    """The JPEG bytes written once as the store artefact ``<home>/bins/<digest[:32]>``."""
+    def fill(folder: Path) -> None:
         for i, image in enumerate(bins):
-            (temp / f"{i:06d}.jpg").write_bytes(image)
-        os.rename(temp, folder)
-    except OSError as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        if not folder.is_dir():  # not a lost race with another writer: a real failure
-            raise DatasetError(f"Cannot write the images of the .bin to {folder}: {exc}") from None
-    return folder
+            (folder / f"{i:06d}.jpg").write_bytes(image)
+
+    artefact = Artefact("bins", {"bin_sha256": digest, "images": len(bins)})
+    artefact.ensure(fill)
+    return artefact
 
 
 def _find_bin(root: Path, file: str | None, name: str) -> Path:
-    if file is not None:
-        return root / file
-    if root.is_file():
+    """The bin to read: ``file``, the root itself, ``<name>.bin`` or the only bin; in the root."""
+    if file is None and root.is_file():
         return root
-    if (root / f"{name}.bin").is_file():
-        return root / f"{name}.bin"
-    found = sorted(root.glob("*.bin"))
-    if len(found) != 1:
-        listed = ", ".join(p.name for p in found) or "none"
-        raise DatasetError(f"Cannot tell which .bin to read in {root} (found: {listed}); set "
-                           "dataset.options.file.")
-    return found[0]
+    if file is None:
+        named = f"{name}.bin"
+        found = [named] if (root / named).is_file() else sorted(p.name for p in root.glob("*.bin"))
+        if len(found) != 1:
+            listed = ", ".join(found) or "none"
+            raise DatasetError(f"Cannot tell which .bin to read in {root} (found: {listed}); set "
+                               "dataset.options.file.")
+        file = found[0]
+    return option_path(root, file, name, "file")
 
 
 class InsightfaceBinFormat:
@@ -174,15 +165,18 @@ class InsightfaceBinFormat:
         assert root is not None
         path = _find_bin(root, file, name)
         bins, labels, digest = load_bin(path)
-        folder = _cache_images(bins, digest)
+        images = _cache_images(bins, digest)
+        folder = images.dir
         samples, pairs = [], []
         for i, same in enumerate(labels):
             keys = (f"{2 * i:06d}.jpg", f"{2 * i + 1:06d}.jpg")
             identities = (f"pair{i:06d}",) * 2 if same else (f"pair{i:06d}a", f"pair{i:06d}b")
-            samples += [Sample(key=k, path=folder / k, identity=ident, masked=masked)
+            samples += [Sample(key=k, path=folder / k, identity=ident, masked=masked,
+                               sha256=images.sha256(k))
                         for k, ident in zip(keys, identities, strict=True)]
             pairs.append(Pair(keys[0], keys[1], int(same), contiguous_fold(i, len(labels), FOLDS)))
-        return Dataset(name, folder, samples, pairs, info={
+        # a bin stores each image once per pair it is in: repeats are its layout, not a mistake
+        return Dataset(name, folder, samples, pairs, unique_content=False, info={
             "format": "insightface-bin", "file": str(path), "sha256": digest,
             "cache": str(folder), "fold_rule": f"pair i of n gets fold i*{FOLDS}//n",
             "identities": "placeholders per pair (pair<i>, or pair<i>a/pair<i>b for impostors): "
