@@ -9,9 +9,10 @@ The public API is small and lazy (``import meerbench`` does not import torch)::
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = version("meerbench")  # one owner: pyproject.toml
 
 if TYPE_CHECKING:
     from meerbench.models.base import FaceModel

@@ -412,13 +412,13 @@ def _counts(value: Any, at: _At) -> None:
 
 def provenance(device: str, precision: str) -> dict[str, Any]:
     """Versions, machine and time of this run."""
+    from importlib.metadata import version
+
     import numpy
     import torch
 
-    import meerbench
-
     return {
-        "meerbench_version": meerbench.__version__,
+        "meerbench_version": version("meerbench"),
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch_version": torch.__version__,

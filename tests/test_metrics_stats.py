@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from meerbench.metrics import stats
+from meerbench.metrics import stats, verification
 from meerbench.metrics.errors import MetricInputError
 
 
@@ -88,14 +88,15 @@ def _pairs(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def test_paired_bootstrap_of_identical_models_is_null() -> None:
     scores, labels, _ = _pairs()
-    result = stats.paired_bootstrap_tar_difference(scores, scores, labels, 0.01, rounds=100)
+    result = verification.paired_bootstrap_tar_difference(scores, scores, labels, 0.01,
+                                                          rounds=100)
     assert result == {"difference": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
 
 
 def test_paired_bootstrap_detects_a_better_model() -> None:
     scores, labels, noise = _pairs()
     worse = scores + noise * (labels == 1)
-    result = stats.paired_bootstrap_tar_difference(scores, worse, labels, 0.01, rounds=300,
+    result = verification.paired_bootstrap_tar_difference(scores, worse, labels, 0.01, rounds=300,
                                                    groups=np.arange(labels.size) // 3)
     assert result["difference"] > 0
     assert 0 < result["ci95"][0] <= result["difference"] <= result["ci95"][1]
@@ -116,4 +117,4 @@ def test_stats_input_errors() -> None:
     with pytest.raises(MetricInputError, match="correct_a must be a 1-D array of booleans"):
         stats.mcnemar([0.5, 1.0], [True, False])
     with pytest.raises(MetricInputError, match="length mismatch: 2 scores but 4 labels"):
-        stats.paired_bootstrap_tar_difference([1, 2, 3, 4], [1, 2], [1, 0, 1, 0], 0.1)
+        verification.paired_bootstrap_tar_difference([1, 2, 3, 4], [1, 2], [1, 0, 1, 0], 0.1)

@@ -14,13 +14,14 @@ from meerbench.metrics.identification import (
     topk_similarity,
 )
 from meerbench.metrics.scorefiles import ScoreTable, load_scores, write_bob4, write_scores_csv
-from meerbench.metrics.stats import bootstrap_ci, mcnemar, paired_bootstrap_tar_difference
+from meerbench.metrics.stats import bootstrap_ci, mcnemar
 from meerbench.metrics.verification import (
     VerificationSettings,
     VerificationState,
     auc,
     eer,
     kfold_accuracy,
+    paired_bootstrap_tar_difference,
     roc,
     tar_at_far,
     validate_scores,

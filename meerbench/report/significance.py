@@ -13,8 +13,8 @@ import numpy as np
 
 from meerbench.metrics.errors import MetricInputError
 from meerbench.metrics.scorefiles import ScoreTable
-from meerbench.metrics.stats import mcnemar, paired_bootstrap_tar_difference
-from meerbench.metrics.verification import kfold_accuracy
+from meerbench.metrics.stats import mcnemar
+from meerbench.metrics.verification import kfold_accuracy, paired_bootstrap_tar_difference
 from meerbench.report.grid import Column, Run
 
 
