@@ -252,7 +252,7 @@ def read_protocol_file(path: Path) -> Protocol:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {exc}") from None
+        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_protocol(data, str(path))
 
 

@@ -265,7 +265,9 @@ def _sha256(value: Any, at: _At) -> str:
 
 
 def _name(value: Any, at: _At) -> str:
-    """A plain file-name component: no separator, not '.' or '..', no control character."""
+    """Safe as one file-name component: no separator, not '.' or '..', no control character.
+    Looser than ``schema.is_plain_name`` (the rule for names meerbench gives): a Result may come
+    from another tool, and reports escape what they show."""
     if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
             or any(ord(c) < 32 or ord(c) == 127 for c in value)):
         raise at.fail("a plain name (no path separator, '..' or control character)", value)

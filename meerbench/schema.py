@@ -10,8 +10,14 @@ from typing import Any
 from meerbench.errors import ProtocolError
 
 _MISSING = object()
-#: A name that becomes one file or folder name: no separators, no leading dot, no "..".
-NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
+
+
+def is_plain_name(value: object) -> bool:
+    """The one rule for a value that names a file or folder (protocol ids, dataset and model
+    names, Result side files, cache kinds): one path component of letters, digits, '.', '_',
+    '+' and '-', at most 128 characters, not starting with '.', no '..'."""
+    return isinstance(value, str) and bool(_PLAIN_NAME.fullmatch(value)) and ".." not in value
 #: Default cap of a count: generous for real data, far below what would exhaust a machine.
 MAX_COUNT = 1_000_000
 INT64_MAX = 2**63 - 1
@@ -71,9 +77,9 @@ class Fields:
     def name(self, field: str, default: Any = _MISSING) -> str:
         """A value that names a file or folder: one path component, never a way out of it."""
         value = self.get(field, str, default)
-        if not NAME.fullmatch(value) or ".." in value:
-            raise self.error(field, "a plain name of letters, digits, '.', '_' and '-' (at most "
-                                    "128, not starting with '.', no '..': it names a file or "
+        if not is_plain_name(value):
+            raise self.error(field, "a plain name of letters, digits, '.', '_', '+' and '-' (at "
+                                    "most 128, not starting with '.', no '..': it names a file or "
                                     f"folder), got {value!r}")
         return value
 

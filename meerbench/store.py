@@ -34,12 +34,12 @@ from typing import Any
 
 from meerbench.errors import MeerbenchError
 from meerbench.io import HOST, atomic_folder, atomic_open, partial_prefix, sha256_file, write_json
+from meerbench.schema import is_plain_name
 from meerbench.settings import home
 
 STORE_VERSION = 1
 RECORD = "record.json"
 PIECES_SUFFIX = ".pieces"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PARTIAL_MAX_AGE_S = 24 * 3600  # a partial folder of a live process on another host, at most
 
 Build = Callable[[Path], Mapping[str, Any] | None]
@@ -63,9 +63,10 @@ def key_digest(key: Mapping[str, Any]) -> str:
 
 def check_name(value: str, what: str) -> str:
     """``value`` if it is a safe single path component (letters, digits, ``._-``), else an error."""
-    if not isinstance(value, str) or not NAME.fullmatch(value) or ".." in value:
+    if not is_plain_name(value):
         raise MeerbenchError(f"{what} {value!r} is not a valid name: use letters, digits, '.', "
-                             "'_' and '-' only, starting with a letter or digit (it names files).")
+                             "'_', '+' and '-' only, not starting with '.', no '..' (it names "
+                             "files).")
     return value
 
 

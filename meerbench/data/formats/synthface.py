@@ -8,6 +8,7 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.formats.manifest import read_manifest
+from meerbench.errors import ConfigError, ProtocolError
 from meerbench.schema import Fields
 
 OCCLUDER_SETS = ("seen", "unseen")
@@ -27,15 +28,19 @@ class SynthFaceFormat:
 
         f = Fields(options, f"dataset '{name}'", "dataset.options")
         occluders = f.choice("occluders", OCCLUDER_SETS, "seen")
-        spec = synthface.SplitSpec(
-            name=f.get("split", str),
-            seed=f.get("seed", int),
-            first_identity=f.get("first_identity", int, 0),
-            n_identities=f.positive_int("n_identities"),
-            n_unmasked=f.get("n_unmasked", int),
-            n_masked=f.positive_int("n_masked"),
-            families=tuple(masks.SEEN_FAMILIES if occluders == "seen" else masks.UNSEEN_FAMILIES),
-        )
+        try:
+            spec = synthface.SplitSpec(
+                name=f.name("split"),
+                seed=f.seed("seed"),
+                first_identity=f.get("first_identity", int, 0),
+                n_identities=f.positive_int("n_identities"),
+                n_unmasked=f.get("n_unmasked", int),
+                n_masked=f.positive_int("n_masked"),
+                families=tuple(masks.SEEN_FAMILIES if occluders == "seen"
+                               else masks.UNSEEN_FAMILIES),
+            )
+        except ConfigError as exc:
+            raise ProtocolError(f"dataset '{name}' (dataset.options): {exc}") from None
         include_twins = f.get("include_twins", bool, False)
         f.finish()
         split = synthface.generate_split(spec, progress=progress)
