@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from meerbench.errors import MeerbenchError
+from meerbench.settings import PRECISIONS
 
 EXIT_USAGE = 2
 
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=POSITIVE, default=64)
     run.add_argument("--workers", type=WORKERS, default=0,
                      help="DataLoader worker processes (0 .. 256)")
-    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    run.add_argument("--precision", default="auto", choices=PRECISIONS)
     run.add_argument("--chunk-size", type=POSITIVE, default=2048,
                      help="images per cache chunk (the unit of resume and of torchrun sharding)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

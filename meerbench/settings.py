@@ -1,4 +1,4 @@
-"""Where meerbench keeps its cache and finds data, and which device it runs on."""
+"""Where meerbench keeps its cache and finds data, and which device and precision it runs on."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 #: what ``--device`` accepts besides ``auto``: ``cpu``, ``cuda``, ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"cpu|(cuda)(?::(\d+))?")
+#: what ``--precision`` and ``runtime.precision`` accept; ``auto`` is resolved per model and device.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def home() -> Path:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.images import read_rgb
-from meerbench.errors import DatasetError, ModelError, UnknownNameError
+from meerbench.errors import ConfigError, DatasetError, ModelError, UnknownNameError
 from meerbench.store import Artefact
 
 ARCFACE_112 = np.array(
@@ -153,7 +153,7 @@ class DlibAligner:
 
     def __init__(self, detector: Detector = "auto", upsample: int | None = None) -> None:
         if detector not in ("auto", "hog", "cnn"):
-            raise ValueError(f"detector must be 'auto', 'hog' or 'cnn', got {detector!r}")
+            raise ConfigError(f"detector must be 'auto', 'hog' or 'cnn', got {detector!r}")
         self.detector = detector
         self.upsample = upsample
         _dlib()  # fail now, with the install hint, rather than on the first image

@@ -19,6 +19,8 @@ from meerbench.errors import DatasetError
 
 #: Modes whose samples are 16-bit (or wider) integers: Pillow's own conversion clips them.
 WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+#: Image files every reader and the masking command look for (by suffix, any case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -31,7 +31,7 @@ from meerbench.data.align import (
     save_png,
 )
 from meerbench.data.dataset import Dataset, Sample
-from meerbench.data.images import read_rgb
+from meerbench.data.images import IMAGE_SUFFIXES, read_rgb
 from meerbench.data.masks import (
     SEEN_FAMILIES,
     UNSEEN_FAMILIES,
@@ -44,7 +44,6 @@ from meerbench.io import atomic_folder
 from meerbench.store import Artefact
 
 LANDMARK_MODES = ("auto", "template", "dlib68")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MANIFEST = "masking_manifest.csv"
 MAPS = "_maps"
 DATASET_COLUMNS = ("key", "masked_path", "mask_map", "family", "seed", "landmarks_source",

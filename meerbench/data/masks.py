@@ -27,6 +27,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from PIL import Image, ImageDraw
 
+from meerbench.errors import ConfigError
+
 RGB = tuple[int, int, int]
 
 SEEN_FAMILIES: tuple[str, ...] = ("surgical", "cloth", "n95", "kn95", "fabric")
@@ -139,20 +141,20 @@ class OccluderSpec:
 
     def __post_init__(self) -> None:
         if self.family not in PATTERNS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown occluder family {self.family!r}; known: {', '.join(FAMILIES)}"
             )
         if self.pattern not in PATTERNS[self.family]:
-            raise ValueError(
+            raise ConfigError(
                 f"pattern {self.pattern!r} does not fit family {self.family!r}; "
                 f"use one of {', '.join(PATTERNS[self.family])}"
             )
         for name in ("colour", "secondary", "accent"):
             c = getattr(self, name)
             if len(c) != 3 or not all(isinstance(x, int) and 0 <= x <= 255 for x in c):
-                raise ValueError(f"{name} must be three ints in 0..255, got {c!r}")
+                raise ConfigError(f"{name} must be three ints in 0..255, got {c!r}")
         if not self.pattern_scale > 0:
-            raise ValueError(f"pattern_scale must be positive, got {self.pattern_scale}")
+            raise ConfigError(f"pattern_scale must be positive, got {self.pattern_scale}")
 
     def to_dict(self) -> dict[str, str | int | float | bool]:
         """Flat JSON/CSV-friendly record; colours as ``#rrggbb``."""
@@ -169,7 +171,7 @@ class OccluderSpec:
         missing = [n for n in names if n not in data]
         extra = [k for k in data if k not in names]
         if missing or extra:
-            raise ValueError(
+            raise ConfigError(
                 f"occluder record: missing fields {missing or 'none'}, unknown {extra or 'none'}"
             )
         values: dict[str, object] = {}
@@ -197,7 +199,7 @@ def _parse_colour(raw: object, name: str) -> RGB:
     elif isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) == 3:
         r, g, b = (int(x) for x in raw)
         return (r, g, b)
-    raise ValueError(f"{name} must be '#rrggbb' or three ints, got {raw!r}")
+    raise ConfigError(f"{name} must be '#rrggbb' or three ints, got {raw!r}")
 
 
 def _parse_bool(raw: object, name: str) -> bool:
@@ -208,7 +210,7 @@ def _parse_bool(raw: object, name: str) -> bool:
         return True
     if text in ("0", "false"):
         return False
-    raise ValueError(f"{name} must be a boolean, got {raw!r}")
+    raise ConfigError(f"{name} must be a boolean, got {raw!r}")
 
 
 # --------------------------------------------------------------------------- sampling
@@ -300,10 +302,10 @@ def sample_occluder(rng: np.random.Generator, families: Sequence[str] = SEEN_FAM
 def _check_families(families: Sequence[str]) -> tuple[str, ...]:
     fams = tuple(families)
     if not fams:
-        raise ValueError("families must name at least one occluder family")
+        raise ConfigError("families must name at least one occluder family")
     unknown = [f for f in fams if f not in PATTERNS]
     if unknown:
-        raise ValueError(f"unknown occluder families {unknown}; known: {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown occluder families {unknown}; known: {', '.join(FAMILIES)}")
     return fams
 
 

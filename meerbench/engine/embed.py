@@ -22,10 +22,9 @@ from meerbench.data.dataset import Sample
 from meerbench.data.images import read_mask, read_rgb
 from meerbench.engine.cache import EmbeddingCache, rows_from
 from meerbench.engine.distributed import gather_chunks, world
-from meerbench.errors import ModelError
+from meerbench.errors import ConfigError, ModelError
 from meerbench.models.base import FaceModel
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from meerbench.settings import PRECISIONS
 
 
 class FileImages(torch.utils.data.Dataset):
@@ -95,7 +94,7 @@ def auto_precision(device: torch.device) -> str:
 def resolve_precision(model: FaceModel, device: torch.device, precision: str) -> str:
     """``precision`` as given; "auto" is fp32 for models that opt out of reduced precision."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     return auto_precision(device) if model.accelerate else "fp32"

@@ -18,6 +18,7 @@ from meerbench.data.formats.inputs import decode_text
 from meerbench.errors import ProtocolError
 from meerbench.models.meer import MeerArch
 from meerbench.schema import Fields
+from meerbench.settings import PRECISIONS
 
 #: loss terms a stage may weight (see ``meerbench.train.losses`` and docs/meer.md).
 LOSS_TERMS = (
@@ -38,7 +39,6 @@ IMAGE_KINDS = ("masked", "unmasked")
 MARGINS = ("arcface", "cosface")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CONDITIONS = ("UMR-UMP", "UMR-MP", "MR-MP")
 #: test protocols: training and model selection must never see them.
 TEST_PROTOCOLS = ("synthmask", "synthmask-unseen")

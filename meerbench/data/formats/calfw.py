@@ -18,11 +18,10 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset, Pair, Sample
 from meerbench.data.formats.inputs import option_path
-from meerbench.data.formats.lfw import image_files, line_error, read_rows
+from meerbench.data.formats.pairlists import FOLDS, image_files, line_error, read_rows
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 
-FOLDS = 10
 CALFW_IDENTITY = r"(?P<identity>.+)_\d+\.jpg"
 IMAGE_FOLDERS = ("aligned images", "aligned_images")
 

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
+from meerbench.data.images import IMAGE_SUFFIXES
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 class FolderFormat:

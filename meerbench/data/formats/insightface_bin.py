@@ -24,12 +24,11 @@ import numpy as np
 
 from meerbench.data.dataset import Dataset, Pair, Sample
 from meerbench.data.formats.inputs import option_path
-from meerbench.data.formats.lfw import contiguous_fold
+from meerbench.data.formats.pairlists import FOLDS, contiguous_fold
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 from meerbench.store import Artefact
 
-FOLDS = 10
 JPEG_START = b"\xff\xd8"
 
 

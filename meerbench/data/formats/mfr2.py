@@ -11,7 +11,8 @@ from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.formats.inputs import option_path
-from meerbench.data.formats.lfw import (
+from meerbench.data.formats.pairlists import (
+    FOLDS,
     PairKeys,
     contiguous_fold,
     image_number,
@@ -22,7 +23,6 @@ from meerbench.data.formats.lfw import (
 from meerbench.schema import Fields
 
 UNMASKED = "no-mask"
-FOLDS = 10
 
 
 class MFR2Format:

@@ -16,10 +16,9 @@ from typing import Any
 from meerbench.data.dataset import Dataset
 from meerbench.data.formats.calfw import FlatFolder, identity_regex
 from meerbench.data.formats.inputs import option_path
-from meerbench.data.formats.lfw import contiguous_fold, line_error, read_rows
+from meerbench.data.formats.pairlists import FOLDS, contiguous_fold, line_error, read_rows
 from meerbench.schema import Fields
 
-FOLDS = 10
 MLFW_IDENTITY = r"(?P<identity>.+)_\d{4}_\d{4}\.jpg"
 
 

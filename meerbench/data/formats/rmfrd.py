@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
-from meerbench.data.formats.lfw import image_files
+from meerbench.data.formats.pairlists import image_files
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.data.dataset import Dataset, Sample
-from meerbench.data.formats.folder import IMAGE_SUFFIXES
 from meerbench.data.formats.inputs import option_path
+from meerbench.data.images import IMAGE_SUFFIXES
 from meerbench.errors import DatasetError
 from meerbench.schema import Fields
 
