@@ -313,11 +313,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_mask(args: argparse.Namespace) -> int:
     from meerbench.data.masking import MaskingSpec, mask_folder
-    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
+    from meerbench.data.masks import resolve_families
 
-    named = {"seen": SEEN_FAMILIES, "unseen": UNSEEN_FAMILIES}
-    families = named.get(args.families) or tuple(args.families.split(","))
-    spec = MaskingSpec(seed=args.seed, families=tuple(families), landmarks=args.landmarks)
+    spec = MaskingSpec(seed=args.seed, families=resolve_families(args.families),
+                       landmarks=args.landmarks)
     manifest = mask_folder(Path(args.src), Path(args.out), spec, progress=not args.no_progress)
     print(f"masked images in {args.out}; manifest {manifest}")
     return 0

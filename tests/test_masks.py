@@ -158,3 +158,16 @@ def test_partly_outside_and_offscreen_faces() -> None:
     assert occ.any() and not occ[:50].any()
     out, occ = masks.render_occluder(image, pts + (500, 0), spec_of("n95"))
     assert not occ.any() and np.array_equal(out, image)
+
+
+def test_family_choices_have_one_parser() -> None:
+    from meerbench.errors import ConfigError
+
+    assert masks.resolve_families("seen") == masks.SEEN_FAMILIES
+    assert masks.resolve_families("unseen") == masks.UNSEEN_FAMILIES
+    assert masks.resolve_families("scarf, hand") == ("scarf", "hand")
+    assert masks.resolve_families(["n95"]) == ("n95",)
+    for bad, message in (("", "at least one"), ([], "at least one"), ("visor", "visor"),
+                         ("n95,n95", "named twice"), ("seen,", "at least one")):
+        with pytest.raises(ConfigError, match=message):
+            masks.resolve_families(bad)

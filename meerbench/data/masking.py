@@ -34,9 +34,9 @@ from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.images import IMAGE_SUFFIXES, read_rgb
 from meerbench.data.masks import (
     SEEN_FAMILIES,
-    UNSEEN_FAMILIES,
     OccluderSpec,
     render_occluder,
+    resolve_families,
     sample_occluder,
 )
 from meerbench.errors import DatasetError, MeerbenchError, ModelError
@@ -63,11 +63,7 @@ class MaskingSpec:
     landmarks: str = "auto"
 
     def __post_init__(self) -> None:
-        known = SEEN_FAMILIES + UNSEEN_FAMILIES
-        unknown = [f for f in self.families if f not in known]
-        if not self.families or unknown:
-            raise MeerbenchError(f"Masking families must be a non-empty subset of "
-                                 f"{', '.join(known)}; got {list(self.families)}.")
+        resolve_families(self.families)
         if self.landmarks not in LANDMARK_MODES:
             raise MeerbenchError(f"Masking landmarks must be one of {', '.join(LANDMARK_MODES)}; "
                                  f"got {self.landmarks!r}.")

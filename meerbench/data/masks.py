@@ -34,6 +34,7 @@ RGB = tuple[int, int, int]
 SEEN_FAMILIES: tuple[str, ...] = ("surgical", "cloth", "n95", "kn95", "fabric")
 UNSEEN_FAMILIES: tuple[str, ...] = ("scarf", "hand", "gaiter")
 FAMILIES: tuple[str, ...] = SEEN_FAMILIES + UNSEEN_FAMILIES
+FAMILY_SETS: dict[str, tuple[str, ...]] = {"seen": SEEN_FAMILIES, "unseen": UNSEEN_FAMILIES}
 
 PATTERNS: dict[str, tuple[str, ...]] = {
     "surgical": ("pleats",),
@@ -281,7 +282,7 @@ _FIT: dict[str, tuple[tuple[float, float], ...]] = {
 def sample_occluder(rng: np.random.Generator, families: Sequence[str] = SEEN_FAMILIES
                     ) -> OccluderSpec:
     """A random occluder of one of ``families`` (colour, texture and fit vary)."""
-    fams = _check_families(families)
+    fams = resolve_families(families)
     family = fams[int(rng.integers(len(fams)))]
     colour, secondary, accent = _colours(family, rng)
     options = PATTERNS[family]
@@ -299,13 +300,22 @@ def sample_occluder(rng: np.random.Generator, families: Sequence[str] = SEEN_FAM
     )
 
 
-def _check_families(families: Sequence[str]) -> tuple[str, ...]:
-    fams = tuple(families)
-    if not fams:
+def resolve_families(value: str | Sequence[str]) -> tuple[str, ...]:
+    """The occluder families ``value`` names: ``"seen"``, ``"unseen"``, or family names (a list
+    or a comma-separated string). The one parser of family choices: protocols, SynthFace
+    options, the masking command and ``MaskingSpec`` all go through it."""
+    if isinstance(value, str):
+        value = FAMILY_SETS.get(value) or tuple(v.strip() for v in value.split(","))
+    fams = tuple(value)
+    if not fams or not all(fams):
         raise ConfigError("families must name at least one occluder family")
-    unknown = [f for f in fams if f not in PATTERNS]
+    unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
-        raise ConfigError(f"unknown occluder families {unknown}; known: {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown occluder families {unknown}; known: 'seen', 'unseen' or "
+                          f"names from {', '.join(FAMILIES)}")
+    repeated = sorted({f for f in fams if fams.count(f) > 1})
+    if repeated:
+        raise ConfigError(f"occluder families named twice: {', '.join(repeated)}")
     return fams
 
 

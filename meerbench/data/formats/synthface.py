@@ -11,8 +11,6 @@ from meerbench.data.formats.manifest import read_manifest
 from meerbench.errors import ConfigError, ProtocolError
 from meerbench.schema import Fields
 
-OCCLUDER_SETS = ("seen", "unseen")
-
 
 class SynthFaceFormat:
     """Options: split, seed, first_identity, n_identities, n_unmasked, n_masked, occluders
@@ -27,7 +25,7 @@ class SynthFaceFormat:
         from meerbench.data import masks, synthface
 
         f = Fields(options, f"dataset '{name}'", "dataset.options")
-        occluders = f.choice("occluders", OCCLUDER_SETS, "seen")
+        occluders = f.choice("occluders", tuple(masks.FAMILY_SETS), "seen")
         try:
             spec = synthface.SplitSpec(
                 name=f.name("split"),
@@ -36,8 +34,7 @@ class SynthFaceFormat:
                 n_identities=f.positive_int("n_identities"),
                 n_unmasked=f.get("n_unmasked", int),
                 n_masked=f.positive_int("n_masked"),
-                families=tuple(masks.SEEN_FAMILIES if occluders == "seen"
-                               else masks.UNSEEN_FAMILIES),
+                families=masks.resolve_families(occluders),
             )
         except ConfigError as exc:
             raise ProtocolError(f"dataset '{name}' (dataset.options): {exc}") from None
