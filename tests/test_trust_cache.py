@@ -301,3 +301,23 @@ def test_sigterm_during_rendering_leaves_no_partial_folder(tmp_path: Path) -> No
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     assert list((home / "synthface").iterdir()) == []  # the partial folder went with it
+
+
+# --------------------------------------------- 8. embeddings as wide as the card promises
+
+def test_embeddings_narrower_than_the_card_are_refused() -> None:
+    import torch
+
+    from meerbench.engine.embed import ArrayImages, embed
+    from meerbench.errors import ModelError
+    from meerbench.models.base import FaceModel, FaceModelCfg
+
+    class Narrow(FaceModel):  # e.g. an ONNX graph with 128-d output under a 512-d card
+        def forward(self, x):
+            return x.mean(dim=(2, 3)).repeat(1, 43)[:, :128]
+
+    images = ArrayImages(torch.zeros((4, 112, 112, 3), dtype=torch.uint8))
+    with pytest.raises(ModelError, match=r"shape \(4, 128\).*promises 512-d"):
+        embed(Narrow("narrow", FaceModelCfg(embedding_dim=512)), images, progress=False)
+    concat = Narrow("narrow", FaceModelCfg(embedding_dim=128, flip_fusion="concat"))
+    assert embed(concat, images, progress=False).embeddings.shape == (4, 256)
