@@ -1,21 +1,26 @@
 """One generic registry for models, protocols and dataset formats.
 
-Built-ins register either eagerly with a decorator or lazily as a ``"module:attr"`` string, so
-``import meerbench`` does not import torch. Third-party packages add entries through the
-entry-point groups ``meerbench.models``, ``meerbench.protocols`` and ``meerbench.datasets``.
-Unknown names fail with the known names and the closest match.
+Each registry loads its built-ins on first use (``builtins``: the module that registers them, or
+a ``"module:function"`` called with the registry), so ``MODELS.names()`` is complete without
+importing anything first, and ``import meerbench`` imports neither torch nor the built-ins.
+Built-ins register an object or a lazy ``"module:attr"`` string. Third-party packages add entries
+through the entry-point groups ``meerbench.models``, ``meerbench.protocols`` and
+``meerbench.datasets``. A name is registered once: a second registration is an error naming both
+sources, and a plugin whose name a built-in already has is ignored with a warning. Unknown names
+fail with the known names and the closest match.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from meerbench.errors import UnknownNameError
+from meerbench.errors import ConfigError, UnknownNameError
 
 
 @dataclass
@@ -30,20 +35,45 @@ class Entry:
 
     def load(self) -> Any:
         if self.obj is None:
-            module_name, _, attr = (self.target or "").partition(":")
-            module = importlib.import_module(module_name)
-            self.obj = getattr(module, attr) if attr else module
+            self.obj = _import(self.target or "")
         return self.obj
+
+    def source(self) -> str:
+        """Where the entry comes from, for messages: its origin and what it names."""
+        return f"{self.origin} ({self.target or type(self.obj).__name__})"
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
 
 
 class Registry:
-    """Name -> object mapping with lazy entries, entry-point discovery and did-you-mean errors."""
+    """Name -> object mapping with lazy built-ins and entries, entry-point discovery and
+    did-you-mean errors."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, builtins: str | None = None) -> None:
         self.kind = kind
         self.group = group
-        self._entries: dict[str, Entry] = {}
+        self.builtins = builtins
+        self._table: dict[str, Entry] = {}
+        self._builtins_loaded = builtins is None
         self._entry_points_loaded = False
+
+    @property
+    def _entries(self) -> dict[str, Entry]:
+        """The entries, built-ins included (loaded on first use)."""
+        if not self._builtins_loaded:
+            self._builtins_loaded = True  # before loading: the loader registers through here
+            loader = _import(self.builtins or "")
+            if callable(loader):
+                loader(self)
+        return self._table
+
+    @_entries.setter
+    def _entries(self, table: dict[str, Entry]) -> None:
+        self._table = table
 
     def register(self, name: str, description: str = "") -> Callable[[Any], Any]:
         """Decorator: ``@MODELS.register("pixels", "grey pixels")`` on a factory."""
@@ -57,22 +87,33 @@ class Registry:
 
     def add(self, name: str, obj: Any, description: str = "", origin: str = "builtin") -> None:
         """Register an already loaded object."""
-        self._entries[name] = Entry(name, description, obj=obj, origin=origin)
+        self._put(Entry(name, description, obj=obj, origin=origin))
 
     def add_lazy(self, name: str, target: str, description: str, origin: str = "builtin") -> None:
         """Register ``target`` (``"package.module:attr"``) without importing it."""
-        self._entries[name] = Entry(name, description, target=target, origin=origin)
+        self._put(Entry(name, description, target=target, origin=origin))
+
+    def _put(self, entry: Entry) -> None:
+        known = self._entries.get(entry.name)
+        if known is not None:
+            raise ConfigError(f"{self.kind} '{entry.name}' is registered twice: by "
+                              f"{known.source()} and by {entry.source()}; rename one of them.")
+        self._entries[entry.name] = entry
 
     def _discover(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.group):
-            if ep.name not in self._entries:
-                dist = ep.dist.name if ep.dist is not None else "?"
-                self._entries[ep.name] = Entry(
-                    ep.name, f"(plugin from {dist})", target=ep.value, origin=dist
-                )
+            dist = ep.dist.name if ep.dist is not None else "?"
+            plugin = Entry(ep.name, f"(plugin from {dist})", target=ep.value, origin=dist)
+            known = self._entries.get(ep.name)
+            if known is not None:
+                warnings.warn(f"The {self.kind} '{ep.name}' of plugin {plugin.source()} is "
+                              f"ignored: {known.source()} has that name.", UserWarning,
+                              stacklevel=3)
+                continue
+            self._entries[ep.name] = plugin
 
     def __contains__(self, name: str) -> bool:
         self._discover()
@@ -108,6 +149,6 @@ class Registry:
         )
 
 
-MODELS = Registry("model", "meerbench.models")
-PROTOCOLS = Registry("protocol", "meerbench.protocols")
-DATASETS = Registry("dataset", "meerbench.datasets")
+MODELS = Registry("model", "meerbench.models", "meerbench.models.cards:register_builtins")
+PROTOCOLS = Registry("protocol", "meerbench.protocols", "meerbench.protocol")
+DATASETS = Registry("dataset", "meerbench.datasets", "meerbench.data.formats")

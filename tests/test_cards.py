@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meerbench.errors import ModelError
-from meerbench.models import base, cards, load_model
-from meerbench.models.cards import cards_dir, describe, describe_models, read_card
+from meerbench.errors import ConfigError, ModelError
+from meerbench.models import cards, load_model
+from meerbench.models.card_schema import cards_dir, read_card
+from meerbench.models.cards import describe, describe_models
+from meerbench.models.contract import FaceModelCfg
 from meerbench.models.weights import weights_dir
 from meerbench.registry import MODELS
 
@@ -64,8 +67,27 @@ def test_missing_weights_error_says_what_to_do():
     assert "by hand" in str(info.value) and "--weights" in str(info.value)
 
 
-def test_choices_match_base():
-    assert cards.CHANNELS == base.CHANNELS and cards.FLIP_FUSION == base.FLIP_FUSION
+def test_contract_values_are_checked_once_as_config_errors():
+    with pytest.raises(ConfigError, match=r"'contract.channels'.*'RGBA'"):
+        FaceModelCfg(channels="RGBA")
+    with pytest.raises(ConfigError, match=r"'contract.embedding_dim'.*-1"):
+        FaceModelCfg(embedding_dim=-1)
+
+
+def test_version_1_cards_still_read(tmp_path):
+    data = good_card()
+    data["schema"] = 1
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    current = read_card(cards_dir() / "arcface-r50.yaml")
+    assert dataclasses.replace(read_card(path), source=current.source) == current
+
+
+def test_trained_folder_cards_read_as_schema_2():
+    card = read_card(cards_dir() / "meer-s" / "card.yaml")
+    assert card.architecture == "meer" and card.options["decoupling"] == "meer"
+    assert card.weights.path == cards_dir() / "meer-s" / "model.safetensors"
+    assert card.contract.weights is None and card.training["selected_step"] == 1440
 
 
 def test_importing_models_does_not_import_torch():
@@ -98,6 +120,7 @@ def test_invalid_cards_name_file_and_field(tmp_path, edit, field, expected):
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     with pytest.raises(ModelError) as info:
         read_card(path)
+    assert isinstance(info.value, ConfigError)
     message = str(info.value)
     assert str(path) in message and f"'{field}'" in message and expected in message
 
@@ -105,8 +128,8 @@ def test_invalid_cards_name_file_and_field(tmp_path, edit, field, expected):
 def test_broken_builtin_card_registers_as_broken(tmp_path, monkeypatch):
     (tmp_path / "renamed.yaml").write_text(yaml.safe_dump(good_card(), allow_unicode=True))
     monkeypatch.setattr(cards, "cards_dir", lambda: Path(tmp_path))
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
-    cards.register_builtin_cards()
+    monkeypatch.setattr(MODELS, "_entries", {})
+    cards.register_builtins(MODELS)
     assert "INVALID card" in describe("renamed")
     with pytest.raises(ModelError, match="expected 'renamed'"):
         load_model("renamed")

@@ -132,10 +132,10 @@ def test_checkpoint_integrity_is_checked(trained, tmp_path):
 
 
 def test_factories_explain_a_missing_reference_checkpoint(tmp_path, monkeypatch):
-    from meerbench.models import meer
+    from meerbench.models import load_model
 
     monkeypatch.setenv("MEERBENCH_BASELINES", str(tmp_path))
     with pytest.raises(ModelError, match="configs/train/meer-s.yaml"):
-        meer.meer_s()
+        load_model("meer-s")
     with pytest.raises(ModelError, match="meer-s"):
-        meer.meer()
+        load_model("meer")

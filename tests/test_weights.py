@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from meerbench.errors import ModelError
-from meerbench.models.cards import read_card, register_card_file
+from meerbench.models.card_schema import read_card
+from meerbench.models.cards import register_card_file
 from meerbench.models.weights import fetch, fetch_model_weights, resolve_weights, weights_dir
 from meerbench.registry import MODELS
 
@@ -112,8 +113,6 @@ def test_resolve_weights(tmp_path):
 
 @pytest.fixture()
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    import meerbench.models  # noqa: F401 - registers the built-in models first
-
     monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
 
 

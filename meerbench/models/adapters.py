@@ -2,19 +2,14 @@
 TorchScript, ONNX Runtime and dlib's ResNet descriptor.
 
 Every adapter takes the contract (``FaceModelCfg``) from the model card; the engine applies it with
-``cfg.preprocess`` before ``forward``. Checkpoints are read with ``torch.load(weights_only=True)``:
-a file that needs full unpickling (it can run arbitrary code) is refused, not loaded.
+``cfg.preprocess`` before ``forward``. Weight files are found, verified and read by
+``meerbench.models.weights``.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import pickle
-import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,124 +18,8 @@ from torch import nn
 from meerbench.errors import ModelError
 from meerbench.io import sha256_file
 from meerbench.models.base import FaceModel, FaceModelCfg, TorchFaceModel
-from meerbench.models.weights import bundled_dlib_files
-
-#: prefixes that training wrappers add to parameter names (DataParallel, arcface_torch's
-#: ``backbone`` attribute, ``torch.compile``).
-PREFIXES = ("module.", "backbone.", "_orig_mod.")
-#: where training checkpoints nest the network's state dict.
-NESTED_KEYS = ("state_dict", "state_dict_backbone", "model", "backbone", "net")
-SHOWN = 5
-#: what a weights file may be (said when one cannot be read).
-CHECKPOINT_FORMATS = (
-    "Accepted: a state dict of tensors saved with torch.save(model.state_dict(), path), "
-    "possibly nested under state_dict/model/backbone; a .safetensors file; or, with the card's "
-    "architecture set accordingly, a TorchScript or ONNX file.")
-
-
-def safe_torch_load(path: Path, map_location: str | torch.device, advice: str) -> Any:
-    """``torch.load(path, weights_only=True)``: tensors and plain Python data, nothing else.
-
-    A failure is a one-line ``ModelError`` that names the file, says what it is not, and ends
-    with ``advice``; torch's own message (which suggests an unsafe load) is never passed on.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        why = (f"it stores Python objects ({found.group(1)}) that only full unpickling could "
-               "rebuild, which can run arbitrary code and is never done" if found else
-               "it is not a PyTorch checkpoint (neither a torch.save archive nor a pickle of "
-               "tensors)")
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        why = f"it is not a readable torch.save file ({str(exc).split('. ')[0].strip()})"
-    raise ModelError(f"{path} cannot be loaded as tensors: {why}. {advice}")
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file or a ``torch.save`` file, without unpickling objects."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ModelError(f"{path} is a safetensors file: pip install safetensors.") from None
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise ModelError(f"{path} is not a readable safetensors file: {exc}") from None
-    obj = safe_torch_load(path, "cpu", CHECKPOINT_FORMATS)
-    return _find_state_dict(obj, path)
-
-
-def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj)
-        for key in NESTED_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner:
-                return _find_state_dict(inner, path)
-        keys = ", ".join(map(str, list(obj)[:10]))
-        raise ModelError(f"{path} holds no state dict of tensors (top-level keys: {keys}).")
-    raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict.")
-
-
-def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes (``module.``, ``backbone.``, ...) from every key."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(PREFIXES):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
-def state_dict_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> str:
-    """A readable account of missing keys, unexpected keys and shape mismatches ('' if none).
-
-    Missing ``num_batches_tracked`` buffers are ignored: old checkpoints lack them and they do not
-    affect inference.
-    """
-    missing = [k for k in expected if k not in got and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [k for k in expected if k in got and tuple(expected[k].shape) != tuple(got[k].shape)]
-    parts = []
-    if missing:
-        shown = []
-        for key in missing[:SHOWN]:
-            close = difflib.get_close_matches(key, unexpected, n=1, cutoff=0.8)
-            shown.append(f"{key} (file has {close[0]})" if close else key)
-        parts.append(f"{len(missing)} missing: {_listing(shown, len(missing))}")
-    if unexpected:
-        shown = unexpected[:SHOWN]
-        parts.append(f"{len(unexpected)} unexpected: {_listing(shown, len(unexpected))}")
-    if shapes:
-        shown = [f"{k} file {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
-                 for k in shapes[:SHOWN]]
-        parts.append(f"{len(shapes)} with another shape: {_listing(shown, len(shapes))}")
-    return "; ".join(parts)
-
-
-def _listing(items: list[str], total: int) -> str:
-    more = f", ... ({total - len(items)} more)" if total > len(items) else ""
-    return ", ".join(items) + more
-
-
-def load_checkpoint(net: nn.Module, path: Path) -> nn.Module:
-    """Load ``path`` into ``net`` strictly (after stripping wrapper prefixes); return ``net``."""
-    state = strip_prefixes(read_state_dict(path))
-    expected = net.state_dict()
-    diff = state_dict_diff(expected, state)
-    if diff:
-        raise ModelError(
-            f"{path} does not match {type(net).__name__}: {diff}. Check the card's architecture, "
-            "options and input size against the checkpoint."
-        )
-    for key in expected:
-        state.setdefault(key, expected[key])  # only num_batches_tracked can be absent here
-    net.load_state_dict(state, strict=True)
-    return net
+from meerbench.models.weights import bundled_dlib_files, load_checkpoint
+from meerbench.models.weights import safe_torch_load as safe_torch_load  # for meerbench.train
 
 
 def checkpoint_model(name: str, cfg: FaceModelCfg, net: nn.Module, path: Path) -> TorchFaceModel:

@@ -1,78 +1,17 @@
-"""The face-model contract (``FaceModelCfg``) and the interface every model implements.
+"""The interface every face model implements (``FaceModel``) and its torch-module form.
 
-Most "cannot reproduce" reports in face recognition are preprocessing mismatches, so the contract
-is data: it is applied by ``FaceModelCfg.preprocess``, recorded in every Result and part of the
-embedding-cache key.
+A model carries its preprocessing contract, ``FaceModelCfg`` (``meerbench.models.contract``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-CHANNELS = ("RGB", "BGR", "GRAY")
-FLIP_FUSION = ("none", "sum", "concat")
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a model's weights come from: a URL with its sha256, or a local path."""
-
-    url: str | None = None
-    sha256: str | None = None
-    path: str | None = None
-    licence: str = ""
-    citation: str = ""
-
-
-@dataclass(frozen=True)
-class FaceModelCfg:
-    """Preprocessing contract: what the network expects to see."""
-
-    input_size: tuple[int, int] = (112, 112)
-    channels: str = "RGB"
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    alignment: str = "arcface-112"
-    embedding_dim: int = 512
-    flip_fusion: str = "none"
-    weights: WeightsSource | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        if self.channels not in CHANNELS:
-            raise ValueError(f"channels must be one of {CHANNELS}, got {self.channels!r}")
-        if self.flip_fusion not in FLIP_FUSION:
-            raise ValueError(f"flip_fusion must be one of {FLIP_FUSION}, got {self.flip_fusion!r}")
-        n = 1 if self.channels == "GRAY" else 3
-        if len(self.mean) != n or len(self.std) != n:
-            raise ValueError(f"mean and std need {n} values for channels={self.channels}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) RGB -> float32 (N, C, h, w) resized, reordered and normalised."""
-        x = images.permute(0, 3, 1, 2).float()
-        if self.channels == "BGR":
-            x = x.flip(1)
-        elif self.channels == "GRAY":
-            weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-            x = (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
-        if tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", antialias=True,
-                              align_corners=False)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return (x / 255.0 - mean) / std
+from meerbench.models.contract import FaceModelCfg
 
 
 class FaceModel:

@@ -20,7 +20,6 @@ documented in ``docs/meer.md``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from meerbench.data.masks import SEEN_FAMILIES
-from meerbench.errors import ModelError
-from meerbench.io import sha256_file
-from meerbench.models.base import FaceModelCfg, TorchFaceModel
-from meerbench.models.cards import cards_dir
+from meerbench.errors import ConfigError, ModelError
+from meerbench.models.base import TorchFaceModel
+from meerbench.models.card_schema import Card, cards_dir, read_card
+from meerbench.models.contract import ARCFACE_112, CardError, FaceModelCfg
 from meerbench.models.iresnet import iresnet
+from meerbench.models.weights import load_checkpoint, resolve_weights
 
 DECOUPLING = ("none", "from", "meer")
 #: occluder-family classes of the mask branch: the seen families, then "none" (unmasked).
@@ -59,16 +59,20 @@ class MeerArch:
 
     def __post_init__(self) -> None:
         if self.decoupling not in DECOUPLING:
-            raise ValueError(f"decoupling must be one of {DECOUPLING}, got {self.decoupling!r}")
+            raise ConfigError(f"field 'decoupling': expected one of {', '.join(DECOUPLING)}, got "
+                              f"{self.decoupling!r}.")
         if self.generator and self.decoupling != "meer":
-            raise ValueError("the generator needs decoupling='meer' (it uses the visibility map)")
+            raise ConfigError(f"field 'generator': expected false unless decoupling is 'meer' (the "
+                              f"generator uses the visibility map), got decoupling "
+                              f"{self.decoupling!r}.")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeerArch:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown architecture fields {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"field '{unknown[0]}': unknown; the architecture's fields are "
+                              f"{', '.join(sorted(known))}.")
         values = dict(data)
         if "families" in values:
             values["families"] = tuple(values["families"])
@@ -94,9 +98,10 @@ class Encoded:
 
 
 def signed_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], the generator's pixel range (the contract's
-    mean 0.5, std 0.5)."""
-    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    """uint8 NHWC -> float NCHW in [-1, 1] at the same size: the contract's normalisation (what
+    ``contract(arch).preprocess`` gives for images already at the input size)."""
+    return FaceModelCfg(channels="RGB", mean=(0.5,) * 3, std=(0.5,) * 3).preprocess(
+        images, resize=False)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -270,7 +275,7 @@ class MeerModel(TorchFaceModel):
             for start in range(0, len(images), self.batch_size):
                 raw = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
                 raw = raw.to(device)
-                full = signed_pixels(raw)
+                full = self.cfg.preprocess(raw, resize=False)
                 encoded = self.net.encode(self.cfg.preprocess(raw))
                 size = full.shape[-2:]
                 generated = F.interpolate(self.net.generate(encoded), size=size, mode="bilinear",
@@ -288,7 +293,7 @@ def contract(arch: MeerArch, flip_fusion: str = "none") -> FaceModelCfg:
     """The preprocessing contract of a trained network: RGB in [-1, 1] at ``input_size``."""
     side = arch.input_size
     return FaceModelCfg(input_size=(side, side), channels="RGB", mean=(0.5,) * 3, std=(0.5,) * 3,
-                        alignment="arcface-112", embedding_dim=arch.embedding_dim,
+                        alignment=ARCFACE_112, embedding_dim=arch.embedding_dim,
                         flip_fusion=flip_fusion)
 
 
@@ -301,46 +306,30 @@ def baselines_dir() -> Path:
 
 def load_trained(folder: str | Path, name: str | None = None) -> MeerModel:
     """Load ``folder/card.yaml`` + ``folder/model.safetensors`` (sha256-checked) as a model."""
-    import yaml
-    from safetensors.torch import load_file
-
     folder = Path(folder)
-    card_path, weights = folder / "card.yaml", folder / "model.safetensors"
-    if not card_path.is_file() or not weights.is_file():
+    if not (folder / "card.yaml").is_file() or not (folder / "model.safetensors").is_file():
         raise ModelError(
             f"No trained checkpoint in {folder} (card.yaml and model.safetensors are needed). "
             f"Train it with `meerbench train --config configs/train/{folder.name}.yaml --out "
             f"{folder}`, or set MEERBENCH_BASELINES to a folder that holds it."
         )
-    card = yaml.safe_load(card_path.read_text())
-    actual = sha256_file(weights)
-    if actual != card["weights"]["sha256"]:
-        raise ModelError(f"{weights}: sha256 {actual} does not match its card "
-                         f"({card['weights']['sha256']}); the file is corrupt or was replaced.")
-    arch = MeerArch.from_dict(card["architecture"])
-    net = MeerNet(arch)
-    state = {k: v.float() for k, v in load_file(str(weights)).items()}
-    net.load_state_dict(state, strict=True)
-    cfg = contract(arch, card["contract"]["flip_fusion"])
-    if json.loads(json.dumps(cfg.to_dict())) != card["contract"]:
-        raise ModelError(f"{card_path}: its contract does not match its architecture")
-    return MeerModel(name or card["name"], cfg, net.eval())
+    return from_card(read_card(folder / "card.yaml"), name=name)
 
 
-def _factory(folder: str, doc: str) -> Any:
-    def build() -> MeerModel:
-        return load_trained(baselines_dir() / folder)
-
-    build.__doc__ = doc
-    build.__name__ = folder.replace("-", "_")
-    return build
-
-
-meer_s = _factory("meer-s", "MEER-S reference checkpoint (IResNet-18 x0.25 at 48 px, CPU budget)")
-arcface_s = _factory("arcface-s", "ArcFace on unmasked images, same encoder and budget as meer-s")
-arcface_s_maskaug = _factory("arcface-s-maskaug",
-                             "ArcFace on masked + unmasked images, same encoder and budget")
-from_s = _factory("from-s", "FROM-style predicted feature mask, same encoder and budget")
+def from_card(card: Card, weights: str | Path | None = None, name: str | None = None
+              ) -> MeerModel:
+    """The network of an ``architecture: meer`` card, with its weights."""
+    try:
+        arch = MeerArch.from_dict(card.options)
+    except ConfigError as exc:
+        where = str(exc).replace("field '", "field 'options.", 1)
+        raise CardError(f"{card.source}: {where}") from None
+    cfg = contract(arch, card.contract.flip_fusion)
+    if cfg != card.contract:
+        raise CardError(f"{card.source}: field 'contract': expected the contract of its options "
+                        f"({cfg.to_dict()}), got {card.contract.to_dict()}.")
+    net = load_checkpoint(MeerNet(arch), resolve_weights(card, weights))
+    return MeerModel(name or card.name, cfg, net.eval())
 
 
 #: MEER checkpoints from best to least good; ``meer`` resolves to the first one present.
