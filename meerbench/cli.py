@@ -381,32 +381,13 @@ def _emit(outcome: tuple[int, str]) -> int:
 
 
 def summary_table(result: dict[str, Any]) -> str:
-    """A compact plain-text table of the headline numbers of one Result."""
+    """A compact plain-text table of the headline numbers of one Result: each task's lines."""
+    from meerbench.tasks import sections
+
     lines = [f"{result['model']['name']} on {result['protocol']['id']} "
              f"v{result['protocol']['version']}"]
-    ver = result["metrics"].get("verification")
-    if ver:
-        scored = [m for m in ver.values() if "skipped" not in m]
-        targets = [t["target"] for t in scored[0]["tar_at_far"]] if scored else []
-        head = f"{'condition':<9} {'acc %':>13} {'AUC':>7} {'EER %':>7} " + " ".join(
-            f"{'TAR@' + format(t, 'g'):>10}" for t in targets)
-        lines += [head, "-" * len(head)]
-        for cond, m in ver.items():
-            if "skipped" in m:
-                lines.append(f"{cond:<9} skipped: {m['skipped']} ({m['n_pairs']} pairs)")
-                continue
-            acc = m["accuracy"]
-            tars = " ".join(f"{100 * t['tar']:>10.2f}" for t in m["tar_at_far"])
-            lines.append(
-                f"{cond:<9} {100 * acc['mean']:>6.2f} ± {100 * acc['std']:<4.2f} "
-                f"{m['auc']['value']:>7.4f} {100 * m['eer']['value']:>7.2f} {tars}"
-            )
-    ident = result["metrics"].get("identification")
-    if ident:
-        dirs = ", ".join(f"DIR@FPIR={d['fpir_target']:g}: {100 * d['dir']:.2f}%"
-                         for d in ident["dir_at_fpir"])
-        ranks = ", ".join(f"rank-{k}: {100 * v:.2f}%" for k, v in ident["rank"].items())
-        lines.append(f"identification  {ranks}; {dirs}")
+    for task, section in sections(result["metrics"]):
+        lines += task.summary(section)
     if t := result.get("timings"):
         cache = " (cache hit)" if t.get("embed_cache_hit") else ""
         lines.append(f"timings  embed {t['embed']:.2f}s{cache}, total {t['total']:.2f}s")

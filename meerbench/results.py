@@ -26,6 +26,9 @@ from meerbench.io import ensure_writable_dir, write_json
 SCHEMA = "meerbench.result/1"
 SECTIONS = ("model", "protocol", "metrics", "counts", "provenance", "timings", "files")
 MAX_BYTES = 256 << 20  # far above any real Result (per-image lists included)
+#: A task section (or one entry of it) is "ok" with its numbers or "skipped" with a reason;
+#: Results before ``status`` existed mark a skip with ``skipped: <reason>``.
+STATUSES = ("ok", "skipped")
 #: Restoration metrics in report order, with the range of their values.
 RESTORATION_RANGES = {
     "psnr": (0.0, math.inf), "psnr_masked_region": (0.0, math.inf),
@@ -171,7 +174,8 @@ def validate_result(data: Any, path: Path) -> None:
     _fields(top["model"], at["model"], False, weights_sha256=_optional(_text),
             contract=_optional(_contract))
     _fields(top["protocol"], at["protocol"], True, id=_name, version=_positive, sha256=_sha256)
-    _fields(top["protocol"], at["protocol"], False, lists=_values(_optional(_text)))
+    _fields(top["protocol"], at["protocol"], False, lists=_values(_optional(_text)),
+            config=_mapping)
     _metrics(top["metrics"], at["metrics"])
     _counts(top["counts"], at["counts"])
     _fields(top["provenance"], at["provenance"], False, **dict.fromkeys(
@@ -317,11 +321,14 @@ def _size(value: Any, at: _At) -> None:
 
 
 def _metrics(metrics: dict[str, Any], at: _At) -> None:
-    _fields(metrics, at, False,
-            verification=_values(lambda m, a: _verification(m, a, complete=True)),
-            verification_by_family=_values(_values(
-                lambda m, a: _verification(m, a, complete=False))),
-            identification=_identification, restoration=_restoration)
+    checks: dict[str, Check] = dict(
+        verification=_values(lambda m, a: _verification(m, a, complete=True)),
+        verification_by_family=_values(_values(
+            lambda m, a: _verification(m, a, complete=False))),
+        identification=_identification, restoration=_restoration)
+    _fields(metrics, at, False, **checks)
+    for key in metrics.keys() - checks.keys():  # other task types: their status, if any
+        _skipped(_mapping(metrics[key], at[key]), at[key])
     for cond in metrics.get("verification", {}):  # conditions name plot files
         _name(cond, at["verification"][cond])
 
@@ -329,15 +336,31 @@ def _metrics(metrics: dict[str, Any], at: _At) -> None:
 def _verification(value: Any, at: _At, complete: bool) -> None:
     """One verification entry; per-condition entries are ``complete``, per-family may be partial."""
     m = _mapping(value, at)
-    _fields(m, at, False, n_pairs=_count, n_genuine=_count, n_impostor=_count, skipped=_text)
+    _fields(m, at, False, n_pairs=_count, n_genuine=_count, n_impostor=_count)
     if all(k in m for k in ("n_pairs", "n_genuine", "n_impostor")) and (
             m["n_genuine"] + m["n_impostor"] != m["n_pairs"]):
         raise at["n_pairs"].fail("n_genuine + n_impostor", m["n_pairs"])
-    if "skipped" in m:
+    if _skipped(m, at):
         return
     _fields(m, at, complete, accuracy=_optional(partial(_accuracy, complete=complete)),
             auc=partial(_auc, complete=complete), eer=partial(_eer, complete=complete),
             tar_at_far=_items(partial(_tar, complete=complete)))
+
+
+def _skipped(m: dict[str, Any], at: _At) -> bool:
+    """Whether a task section (or entry) is skipped: ``status`` (one of :data:`STATUSES`; a
+    skip names its ``reason``) or, in older Results, a ``skipped`` reason."""
+    _fields(m, at, False, status=_status, reason=_text, skipped=_text)
+    status = m.get("status", "skipped" if "skipped" in m else "ok")
+    if status == "skipped" and not (m.get("reason") or m.get("skipped")):
+        raise at["reason"].fail("the reason the task was skipped")
+    return status == "skipped"
+
+
+def _status(value: Any, at: _At) -> str:
+    if value not in STATUSES:
+        raise at.fail(" or ".join(map(repr, STATUSES)), value)
+    return value
 
 
 def _accuracy(value: Any, at: _At, complete: bool) -> None:
@@ -365,6 +388,8 @@ def _tar(value: Any, at: _At, complete: bool) -> None:
 
 def _identification(value: Any, at: _At) -> None:
     m = _mapping(value, at)
+    if _skipped(m, at):
+        return
     _fields(m, at, True, rank=_ranks, map=_rate, cmc=_items(_rate),
             dir_at_fpir=_items(_dir), ci95=_mapping)
     _fields(m, at, False, tie_rule=_text, n_probes_mated=_count, n_probes_nonmated=_count,
@@ -392,7 +417,8 @@ def _dir(value: Any, at: _At) -> None:
 
 def _restoration(value: Any, at: _At) -> None:
     m = _mapping(value, at)
-    _fields(m, at, False, skipped=_text, n_images=_count)
+    _skipped(m, at)
+    _fields(m, at, False, n_images=_count)
     for key, (lo, hi) in RESTORATION_RANGES.items():
         if key not in m:
             continue

@@ -31,7 +31,8 @@ def test_restoring_model_gets_restoration_metrics(tiny_protocol, tmp_path):
 
 def test_non_restoring_model_is_skipped_with_reason(tiny_protocol, tmp_path):
     result = evaluate("pixels", str(tiny_protocol), out_dir=tmp_path, progress=False).to_dict()
-    assert result["metrics"]["restoration"] == {"skipped": "pixels does not restore faces"}
+    assert result["metrics"]["restoration"] == {"status": "skipped",
+                                                "reason": "pixels does not restore faces"}
 
 
 def test_inpaint_then_recognize_is_a_model_with_restoration_metrics(tiny_protocol, tmp_path):
@@ -75,8 +76,8 @@ def test_per_family_intervals_resample_probe_identities():
     ones, must resample probe identities, not pairs."""
     from types import SimpleNamespace
 
-    from meerbench.engine.evaluate import verification
     from meerbench.metrics.verification import VerificationSettings, verification_report
+    from meerbench.tasks.verification import score_pairs
 
     rng = np.random.default_rng(3)
     n_ids, per_id = 12, 40  # 40 pairs per probe identity, one hard and one easy person...
@@ -88,11 +89,10 @@ def test_per_family_intervals_resample_probe_identities():
     pairs = SimpleNamespace(probe=probe, label=label, fold=probe % 4,
                             condition=np.array(["UMR-MP"] * probe.size, dtype=object))
     settings = {"bootstrap": 200, "seed": 0}
-    proto = SimpleNamespace(metrics={"verification": settings},
-                            verification=SimpleNamespace(conditions=["UMR-MP"]))
     dataset = SimpleNamespace(samples=samples)
-    by_condition, by_family = verification(proto, dataset, pairs, scores)
-    family, condition = by_family["UMR-MP"]["cloth"], by_condition["UMR-MP"]
+    section = score_pairs(("UMR-MP",), VerificationSettings(**settings), dataset, pairs, scores)
+    family = section.by_family["UMR-MP"]["cloth"].values
+    condition = section.conditions["UMR-MP"].values
     by_pair = verification_report(scores, label, pairs.fold, VerificationSettings(**settings))
     assert family["eer"] == condition["eer"]
     width = family["eer"]["ci95"][1] - family["eer"]["ci95"][0]

@@ -1,7 +1,9 @@
-"""Protocol x FaceModel -> Result: data, fitting, embedding, tasks, metrics, files."""
+"""Protocol x FaceModel -> Result: data, fitting, embedding, then each of the protocol's tasks
+(:mod:`meerbench.tasks`) in order, each adding its section, counts and side files."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import time
 from pathlib import Path
@@ -22,13 +24,14 @@ from meerbench.engine.embed import (
     resolve_precision,
 )
 from meerbench.errors import ModelError
-from meerbench.io import atomic_open, ensure_writable_dir
+from meerbench.io import ensure_writable_dir
 from meerbench.models import load_model
 from meerbench.models.base import FaceModel
-from meerbench.protocol import Protocol, build_gallery, build_pairs, load_protocol
+from meerbench.protocol import Protocol, load_protocol, task_type
 from meerbench.results import Result, provenance, result_path
 from meerbench.settings import resolve_device
 from meerbench.store import Artefact
+from meerbench.tasks import Context
 
 FRAME = (112, 112)
 
@@ -57,8 +60,8 @@ def evaluate(
         result_path(out, net.name, proto.id)
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once
         dataset, preparation = prepare_dataset(proto, data, progress)
-    pairs = build_pairs(proto.verification, dataset) if proto.verification else None
-    gallery = build_gallery(proto.identification, dataset) if proto.identification else None
+    tasks = {name: task_type(name) for name in proto.tasks}
+    plans = {name: task.plan(proto.tasks[name], dataset) for name, task in tasks.items()}
     timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
 
     t = time.perf_counter()
@@ -66,13 +69,10 @@ def evaluate(
         fit_info = fit_if_needed(net, proto, data, progress)
     timings["fit"] = time.perf_counter() - t
 
-    needed = np.unique(np.concatenate([
-        *([pairs.ref, pairs.probe] if pairs is not None else []),
-        *([gallery.gallery, gallery.probes] if gallery is not None else []),
-    ])).astype(np.int64)
+    needed = np.unique(np.concatenate(
+        [np.zeros(0, np.int64)] + [p.images for p in plans.values()])).astype(np.int64)
     keys = [dataset.samples[i].key for i in needed]
-    lists = {"verification": pairs.sha256 if pairs else None,
-             "identification": gallery.sha256 if gallery else None}
+    lists = {name: p.sha256 for name, p in plans.items() if p.sha256 is not None}
     content = dataset.content_hash(keys)
     resolved = resolve_precision(net, torch.device(device), precision)
     cache = EmbeddingCache({
@@ -98,33 +98,26 @@ def evaluate(
     counts: dict[str, Any] = {"images": len(needed), "dataset_images": len(dataset.samples),
                               "failures": preparation.get("alignment", {}).get(
                                   "fallback_centre_crop", 0)}
-    stem = f"{net.name}__{proto.id}"
-    if pairs is not None:
-        scores = np.einsum("ij,ij->i", emb.embeddings[row[pairs.ref]],
-                           emb.embeddings[row[pairs.probe]]).astype(np.float64)
-        metrics["verification"], metrics["verification_by_family"] = verification(
-            proto, dataset, pairs, scores)
-        counts["pairs"] = {c: int((pairs.condition == c).sum())
-                           for c in proto.verification.conditions}
-        if out is not None:
-            files["scores"] = write_pair_scores(out / f"{stem}.scores.csv", dataset, pairs, scores)
-    if gallery is not None:
-        metrics["identification"] = identification(proto, dataset, gallery, emb.embeddings, row)
-    if proto.restoration is not None and not net.can_restore():
-        metrics["restoration"] = {"skipped": f"{net.name} does not restore faces"}
-    elif proto.restoration is not None:
-        metrics["restoration"], samples = restoration(net, proto, dataset, data, device,
-                                                      batch_size, progress)
-        if out is not None and samples is not None:
-            files["restoration_samples"] = write_npz(out / f"{stem}.restoration.npz", samples)
+    ctx = Context(
+        protocol=proto, model=net, dataset=dataset, embeddings=emb.embeddings, row=row, out=out,
+        stem=f"{net.name}__{proto.id}", batch_size=batch_size,
+        embed_arrays=lambda model, pixels: embed(
+            model, ArrayImages(pixels), batch_size=batch_size, device=device,
+            progress=progress).embeddings,
+        fit=lambda model: fit_if_needed(model, proto, data, progress))
+    for name, task in tasks.items():  # the protocol's order
+        outcome = task.run(proto.tasks[name], plans[name], ctx)
+        task.write(outcome.section, metrics)
+        counts.update(outcome.counts)
+        files.update(outcome.files)
     timings["metrics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
 
     result = Result(
         model={**net.describe(), "fit": fit_info},
-        protocol={**proto.provenance(), "lists": lists, "dataset": dataset.name,
-                  "manifest_sha256": dataset.manifest_hash(keys), "content_sha256": content,
-                  "preparation": preparation},
+        protocol={**proto.provenance(), "config": _jsonable(proto.raw), "lists": lists,
+                  "dataset": dataset.name, "manifest_sha256": dataset.manifest_hash(keys),
+                  "content_sha256": content, "preparation": preparation},
         metrics=metrics, counts=counts, provenance=provenance(emb.device, emb.precision),
         timings=timings, files=files,
     )
@@ -151,110 +144,15 @@ def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset
 
 
 def _jsonable(value: Any) -> Any:
-    """Paths and tuples in info dicts, as JSON can hold them."""
+    """Info dicts and protocol mappings as JSON can hold them: paths (and YAML dates) as text,
+    tuples as lists."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
-
-def verification(
-    proto: Protocol, dataset: Dataset, pairs: Any, scores: np.ndarray
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The verification metrics per condition, and per condition with masked probes per
-    occluder family of the probe. Every interval resamples probe identities (pairs of one person
-    are not independent draws)."""
-    from meerbench.metrics.verification import VerificationSettings, verification_report
-
-    settings = VerificationSettings.from_dict(proto.metrics["verification"])
-    identities = np.array([s.identity for s in dataset.samples])
-    groups = np.unique(identities, return_inverse=True)[1][pairs.probe]
-    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
-
-    def report(sel: np.ndarray) -> dict[str, Any]:
-        return verification_report(scores[sel], pairs.label[sel], pairs.fold[sel], settings,
-                                   groups=groups[sel])
-
-    by_condition: dict[str, Any] = {}
-    by_family: dict[str, dict[str, Any]] = {}
-    for cond in proto.verification.conditions:
-        sel = pairs.condition == cond
-        n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
-        if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
-            by_condition[cond] = {"n_pairs": n, "n_genuine": genuine, "n_impostor": n - genuine,
-                                  "skipped": "needs genuine and impostor pairs"}
-            continue
-        by_condition[cond] = report(sel)
-        for fam in sorted(set(family[sel]) - {""}):
-            in_family = sel & (family == fam)
-            if 0 < pairs.label[in_family].sum() < in_family.sum():
-                by_family.setdefault(cond, {})[fam] = report(in_family)
-    return by_condition, by_family
-
-
-def identification(
-    proto: Protocol, dataset: Dataset, gallery: Any, embeddings: np.ndarray, row: np.ndarray
-) -> dict[str, Any]:
-    from meerbench.metrics.identification import IdentificationSettings, identification_report
-
-    settings = IdentificationSettings.from_dict(proto.metrics["identification"])
-    ids = np.array([s.identity for s in dataset.samples])
-    return identification_report(
-        embeddings[row[gallery.probes]], ids[gallery.probes],
-        embeddings[row[gallery.gallery]], ids[gallery.gallery], settings,
-    )
-
-
-def restoration(net: FaceModel, proto: Protocol, dataset: Dataset, data: Any, device: str,
-                batch_size: int, progress: bool) -> tuple[dict[str, Any], dict | None]:
-    """Restore every masked image that has an unmasked twin; score it against the twin."""
-    from meerbench.data.images import read_mask, read_rgb
-    from meerbench.metrics.restoration import restoration_report
-
-    task = proto.restoration
-    chosen = [s for s in dataset.samples if s.masked and s.twin is not None]
-    if not chosen:
-        return {"skipped": f"{dataset.name} has no masked images with unmasked ground truth"}, None
-    chosen = chosen[: task.max_images] if task.max_images else chosen
-    masked = np.stack([read_rgb(s.path) for s in chosen])
-    truth = np.stack([read_rgb(s.twin) for s in chosen])
-    maps = (np.stack([read_mask(s.mask_map) for s in chosen])
-            if all(s.mask_map is not None for s in chosen) else None)
-    restored = np.concatenate([
-        net.restore(masked[i:i + batch_size], None if maps is None else maps[i:i + batch_size])
-        for i in range(0, len(chosen), batch_size)])
-    recognizer = load_model(task.recognizer)
-    fit_if_needed(recognizer, proto, data, progress)
-    pair = torch.from_numpy(np.concatenate([restored, truth]))
-    emb = embed(recognizer, ArrayImages(pair), batch_size=batch_size, device=device,
-                progress=progress).embeddings
-    report = restoration_report(restored, truth, maps, restored_emb=emb[: len(chosen)],
-                                target_emb=emb[len(chosen):], recognizer=task.recognizer)
-    # a fixed, seeded pick of examples for restoration grids (the same keys for every model)
-    pick = np.sort(np.random.default_rng(0).choice(len(chosen), min(8, len(chosen)),
-                                                   replace=False))
-    samples = {"keys": np.array([chosen[i].key for i in pick]), "masked": masked[pick],
-               "restored": restored[pick], "truth": truth[pick]}
-    return report, samples
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    with atomic_open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    return path.name
-
-
-def write_pair_scores(path: Path, dataset: Dataset, pairs: Any, scores: np.ndarray) -> str:
-    """Per-pair scores, so every number can be recomputed without the model."""
-    from meerbench.metrics.scorefiles import write_scores_csv
-
-    keys = np.array([s.key for s in dataset.samples], dtype=object)
-    ids = np.array([s.identity for s in dataset.samples], dtype=object)
-    write_scores_csv(path, scores, pairs.label, refs=keys[pairs.ref], probes=keys[pairs.probe],
-                     ref_ids=ids[pairs.ref], probe_ids=ids[pairs.probe], folds=pairs.fold,
-                     conditions=pairs.condition)
-    return path.name
+    if isinstance(value, Path | datetime.date):
+        return str(value)
+    return value
 
 
 def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) -> dict | None:

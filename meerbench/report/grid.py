@@ -18,9 +18,11 @@ import numpy as np
 
 from meerbench.errors import DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
-from meerbench.results import RESTORATION_RANGES, read_result, result_file
+from meerbench.protocol import TASK_TYPES
+from meerbench.results import read_result, result_file
+from meerbench.tasks import Cell, Metric, sections
 
-TASKS = ("verification", "identification", "restoration")
+__all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "run_cells"]
 
 
 @dataclass(frozen=True, order=True)
@@ -32,71 +34,17 @@ class ProtocolKey:
     sha256: str
 
 
-@dataclass(frozen=True)
-class Metric:
-    """How a metric reads, scales and compares; ``tolerance`` is in raw (unscaled) units."""
-
-    key: str
-    task: str
-    label: str
-    unit: str
-    higher_is_better: bool
-    scale: float = 100.0
-    digits: int = 2
-    tolerance: float = 1e-3
-
-    def show(self, value: float) -> str:
-        return f"{self.scale * value:.{self.digits}f}"
-
-
-def metric(key: str) -> Metric:
-    """The Metric for a key: acc, auc, eer, tar@T, rankK, map, dir@T or a restoration measure."""
-    if key.startswith("tar@"):
-        return Metric(key, "verification", f"TAR@FAR={sci(float(key[4:]))}", "%", True)
-    if key.startswith("dir@"):
-        return Metric(key, "identification", f"DIR@FPIR={sci(float(key[4:]))}", "%", True)
-    if key.startswith("rank"):
-        return Metric(key, "identification", f"Rank-{key[4:]}", "%", True)
-    try:
-        return _FIXED[key]
-    except KeyError:
-        raise MeerbenchError(f"Unknown report metric '{key}'.") from None
-
-
-_FIXED = {m.key: m for m in (
-    Metric("acc", "verification", "Accuracy", "%", True),
-    Metric("auc", "verification", "AUC", "%", True),
-    Metric("eer", "verification", "EER", "%", False),
-    Metric("map", "identification", "mAP", "%", True),
-    Metric("psnr", "restoration", "PSNR", "dB", True, 1.0, 2, 0.01),
-    Metric("psnr_masked_region", "restoration", "PSNR (mask)", "dB", True, 1.0, 2, 0.01),
-    Metric("ssim", "restoration", "SSIM", "", True, 1.0, 4),
-    Metric("ssim_masked_region", "restoration", "SSIM (mask)", "", True, 1.0, 4),
-    Metric("identity_similarity", "restoration", "ID sim.", "", True, 1.0, 4),
-    Metric("fid", "restoration", "FID", "", False, 1.0, 2, 0.1),
-    Metric("lpips", "restoration", "LPIPS", "", False, 1.0, 4),
-    Metric("lpips_masked_region", "restoration", "LPIPS (mask)", "", False, 1.0, 4),
-)}
-RESTORATION_KEYS = tuple(RESTORATION_RANGES)
 #: Arrays of a restoration-samples archive: image keys, then images (n, height, width, 3).
 SAMPLE_ARRAYS = ("keys", "masked", "restored", "truth")
 MAX_SAMPLES, MAX_SAMPLE_BYTES = 64, 64 << 20
-
-
-def sci(value: float) -> str:
-    """0.001 -> '1e-3', 0.1 -> '0.1': short FAR/FPIR labels."""
-    if value >= 0.01:
-        return f"{value:g}"
-    mantissa, exponent = f"{value:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
 
 
 @dataclass(frozen=True)
 class Column:
     """One number per model: a metric under a condition of a protocol definition.
 
-    ``condition`` is the verification condition, or the task name for identification and
-    restoration.
+    ``condition`` is the task's condition (verification's UMR-MP, ...), or the task's name for a
+    task without conditions.
     """
 
     protocol: ProtocolKey
@@ -107,23 +55,6 @@ class Column:
     def key(self) -> str:
         p = self.protocol
         return f"{p.id}/v{p.version}/{p.sha256[:8]}/{self.condition}/{self.metric.key}"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A value with its 95% interval and rule; ``note`` says why it is missing or coarse."""
-
-    value: float | None
-    ci95: tuple[float, float] | None = None
-    rule: str | None = None
-    reliable: bool = True
-    note: str | None = None
-
-    def half_width(self) -> float | None:
-        """Larger distance from the value to an end of its interval (the '±' of the tables)."""
-        if self.value is None or self.ci95 is None:
-            return None
-        return max(self.value - self.ci95[0], self.ci95[1] - self.value)
 
 
 @dataclass(frozen=True)
@@ -218,78 +149,10 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 
 def run_cells(run: Run) -> dict[Column, Cell]:
-    """Every reportable number of one Result."""
-    metrics = run.result["metrics"]
-    out: dict[Column, Cell] = {}
-    for cond, m in metrics.get("verification", {}).items():
-        for key, cell in _verification(m).items():
-            out[Column(run.protocol, cond, metric(key))] = cell
-    if "identification" in metrics:
-        for key, cell in _identification(metrics["identification"]).items():
-            out[Column(run.protocol, "identification", metric(key))] = cell
-    if "restoration" in metrics:
-        for key, cell in _restoration(metrics["restoration"]).items():
-            out[Column(run.protocol, "restoration", metric(key))] = cell
-    return out
-
-
-def _interval(ci: Sequence[float] | None) -> tuple[float, float] | None:
-    return None if ci is None else (float(ci[0]), float(ci[1]))
-
-
-def _verification(m: dict[str, Any]) -> dict[str, Cell]:
-    if "skipped" in m:
-        return {"acc": Cell(None, note=f"skipped: {m['skipped']}")}
-    acc = m["accuracy"]
-    out = {}
-    if acc is not None:
-        out["acc"] = Cell(acc["mean"], _interval(acc["ci95"]),
-                          f"{acc['rule']}, {len(acc['per_fold'])}-fold")
-    out["auc"] = Cell(m["auc"]["value"], _interval(m["auc"]["ci95"]), "trapezoid, ties 1/2")
-    out["eer"] = Cell(m["eer"]["value"], _interval(m["eer"]["ci95"]), m["eer"]["rule"])
-    for t in m["tar_at_far"]:
-        out[f"tar@{t['target']:g}"] = Cell(t["tar"], _interval(t["ci95"]), t["rule"],
-                                           t["reliable"], t["warning"])
-    return out
-
-
-def _identification(m: dict[str, Any]) -> dict[str, Cell]:
-    rule = f"{m.get('tie_rule', 'pessimistic')} ties"
-    out = {f"rank{k}": Cell(v, _interval(m["ci95"]["rank1"]) if k == "1" else None, rule)
-           for k, v in sorted(m["rank"].items(), key=lambda kv: int(kv[0]))}
-    out["map"] = Cell(m["map"])
-    intervals = m["ci95"].get("dir_at_fpir") or [None] * len(m["dir_at_fpir"])
-    for d, ci in zip(m["dir_at_fpir"], intervals, strict=True):
-        note = None if d["reliable"] else (
-            f"FPIR {d['fpir_target']:g} with {d['n_nonmated']} non-mated probes allows no false "
-            "alarm: DIR is not measured at this FPIR")
-        out[f"dir@{d['fpir_target']:g}"] = Cell(d["dir"], _interval(ci), None, d["reliable"],
-                                                note)
-    return out
-
-
-def _restoration(m: dict[str, Any]) -> dict[str, Cell]:
-    if "skipped" in m:
-        return {}
-    out = {}
-    for key in RESTORATION_KEYS:
-        entry = m.get(key)
-        if not isinstance(entry, dict):
-            continue
-        value = entry.get("mean", entry.get("value"))
-        note = str(entry.get("reason", "not measured")).split(": ")[0] if value is None else None
-        rule = f"cosine under {entry['recognizer']}" if "recognizer" in entry else None
-        out[key] = Cell(value, rule=rule, note=note)
-    return out
-
-
-def _order(key: str) -> tuple[int, float]:
-    """Metrics in reading order: acc, auc, eer, TAR from high to low FAR, ranks, mAP, DIR."""
-    for i, prefix in enumerate(("acc", "auc", "eer", "tar@", "rank", "map", "dir@")):
-        if key.startswith(prefix):
-            tail = key[len(prefix):]
-            return i, (-float(tail) if prefix in ("tar@", "dir@") else float(tail or 0))
-    return 7, float(RESTORATION_KEYS.index(key))
+    """Every reportable number of one Result, read through its task types' typed sections."""
+    return {Column(run.protocol, condition, metric): cell
+            for task, section in sections(run.result["metrics"])
+            for condition, metric, cell in task.cells(section)}
 
 
 @dataclass
@@ -315,8 +178,9 @@ class Grid:
                 if column not in grid.columns:
                     grid.columns.append(column)
         conditions = list(dict.fromkeys(c.condition for c in grid.columns))
-        grid.columns.sort(key=lambda c: (c.protocol, TASKS.index(c.metric.task),
-                                         conditions.index(c.condition), _order(c.metric.key)))
+        tasks = list(TASK_TYPES)
+        grid.columns.sort(key=lambda c: (c.protocol, tasks.index(c.metric.task),
+                                         conditions.index(c.condition), c.metric.order))
         return grid
 
     @cached_property

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from meerbench.errors import MeerbenchError
 from meerbench.io import ensure_writable_dir, write_text
-from meerbench.report.grid import Column, Grid, Run, load_runs, load_side_files, metric
+from meerbench.report.grid import Column, Grid, Run, load_runs, load_side_files
 from meerbench.report.plots import Plots, write_plots
 from meerbench.report.tables import Report, markdown, md
 from meerbench.results import (
@@ -45,7 +45,7 @@ def build_leaderboard(grid: Grid, plots: Plots | None = None,
         cols = [c for c in grid.columns if c.metric.key == key and any(
             (cell := grid.cell(m, c)) is not None and cell.value is not None for m in grid.models)]
         if cols:
-            m = metric(key)
+            m = cols[0].metric
             aggregates.append({"key": f"mean:{key}", "metric": key, "label": label,
                                "columns": [c.key for c in cols], "tolerance": m.tolerance,
                                "higher_is_better": m.higher_is_better})

@@ -18,6 +18,9 @@ import numpy as np
 from meerbench.io import ensure_writable_dir
 from meerbench.metrics.verification import roc
 from meerbench.report.grid import Grid, ProtocolKey, Run
+from meerbench.tasks.identification import IDENTIFICATION
+from meerbench.tasks.restoration import RESTORATION
+from meerbench.tasks.verification import VERIFICATION
 
 # Okabe & Ito (2008), "Color Universal Design", ordered for contrast on white (yellow last).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
@@ -206,7 +209,8 @@ def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict
     """EER per occluder family of the probe (Result ``metrics.verification_by_family``)."""
     label = grid.label(protocol)
     found = {m: fam for m in grid.models if (run := grid.run(m, protocol))
-             and (fam := run.result["metrics"].get("verification_by_family", {}).get(cond))}
+             and (section := VERIFICATION.read(run.result["metrics"]))
+             and (fam := section.by_family.get(cond))}
     if not found:
         result.notes.append(f"Per-occluder-family bars for {label} {cond}: skipped, no Result "
                             "carries metrics.verification_by_family for this condition.")
@@ -219,7 +223,7 @@ def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict
         x = np.arange(len(families)) + (i - (len(found) - 1) / 2) * width
         values, errors = [], [[], []]
         for f in families:
-            eer = fam.get(f, {}).get("eer") or {}
+            eer = fam[f].values.get("eer") or {} if f in fam else {}
             v, ci = eer.get("value"), eer.get("ci95")
             values.append(np.nan if v is None else 100 * v)
             errors[0].append(0 if v is None or ci is None else 100 * (v - ci[0]))
@@ -238,8 +242,8 @@ def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict
 
 def _identification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, Any]],
                     out: Path, formats: Sequence[str], result: Plots) -> None:
-    found = {m: ident for m in grid.models if (run := grid.run(m, protocol))
-             and (ident := run.result["metrics"].get("identification"))}
+    found = {m: section.values for m in grid.models if (run := grid.run(m, protocol))
+             and (section := IDENTIFICATION.read(run.result["metrics"])) and section.ok}
     if not found:
         return
     label, slug = grid.label(protocol), grid.slug(protocol)
@@ -293,7 +297,7 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
     """Masked input | each model's restoration | ground truth, for the Result's samples."""
     label = grid.label(protocol)
     runs = [r for m in grid.models if (r := grid.run(m, protocol))
-            and "skipped" not in r.result["metrics"].get("restoration", {"skipped": ""})]
+            and (section := RESTORATION.read(r.result["metrics"])) and section.ok]
     if not runs:
         return
     samples = {r.model: found for r in runs if (found := r.samples()) is not None}

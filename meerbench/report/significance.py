@@ -16,6 +16,7 @@ from meerbench.metrics.scorefiles import ScoreTable
 from meerbench.metrics.stats import mcnemar
 from meerbench.metrics.verification import kfold_accuracy, paired_bootstrap_tar_difference
 from meerbench.report.grid import Column, Run
+from meerbench.tasks.verification import VERIFICATION
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class PairedTest:
 
 def has_test(column: Column) -> bool:
     key = column.metric.key
-    return column.metric.task == "verification" and (key == "acc" or key.startswith("tar@"))
+    return column.metric.task == VERIFICATION.name and (key == "acc" or key.startswith("tar@"))
 
 
 def paired_test(run: Run, reference: Run, column: Column, rounds: int = 1000,
@@ -63,15 +64,15 @@ def _test(run: Run, a: ScoreTable, b: ScoreTable, column: Column, rounds: int,
           seed: int) -> PairedTest:
     """McNemar for accuracy, paired bootstrap for TAR@FAR, on one condition's pairs."""
     key = column.metric.key
+    section = VERIFICATION.read(run.result["metrics"])
     if key == "acc":
-        rule = run.result["metrics"]["verification"][column.condition]["accuracy"]["rule"]
+        rule = section.accuracy_rule(column.condition)
         accs = [kfold_accuracy(t.scores, t.labels, t.folds, rule) for t in (a, b)]
         test = mcnemar(*(acc.accepts(t.scores, t.folds) == t.labels
                          for acc, t in zip(accs, (a, b), strict=True)))
         exact = " (exact)" if test["exact"] else ""
         return PairedTest(f"McNemar{exact}", float(test["p_value"]), accs[0].mean - accs[1].mean)
-    tar = next(t for t in run.result["metrics"]["verification"][column.condition]["tar_at_far"]
-               if f"tar@{t['target']:g}" == key)
+    tar = section.tar(column.condition, key)
     groups = None if a.probe_ids is None else np.unique(a.probe_ids, return_inverse=True)[1]
     test = paired_bootstrap_tar_difference(a.scores, b.scores, a.labels, tar["target"],
                                            tar["rule"], groups, rounds, seed)

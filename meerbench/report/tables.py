@@ -1,9 +1,10 @@
 """Paper tables from Results: Markdown, LaTeX (booktabs), CSV and HTML.
 
-Rows are models; columns are (protocol, condition) for one verification metric per table, or the
-metrics of one protocol for identification and restoration. The best shown value per column is
-bold; ``±`` is the larger distance from the value to an end of its 95% bootstrap interval; a
-marker flags a paired difference from the reference model; footnotes give rules and versions.
+Rows are models; columns are (protocol, condition) for one metric per table of a task with
+conditions (verification), or the metrics of one protocol for any other task type. The best
+shown value per column is bold; ``±`` is the larger distance from the value to an end of its 95%
+bootstrap interval; a marker flags a paired difference from the reference model; footnotes give
+rules and versions.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import csv
 import html
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meerbench.errors import MeerbenchError
 from meerbench.io import ensure_writable_dir, write_text
-from meerbench.report.grid import RESTORATION_KEYS, Column, Grid, ProtocolKey, Run
+from meerbench.report.grid import Column, Grid, ProtocolKey, Run
 from meerbench.report.significance import PairedTest, has_test, paired_test
+from meerbench.tasks import Task, task_type, task_types
 
 FORMATS = {"md": "tables.md", "latex": "tables.tex", "csv": "tables.csv", "html": "tables.html"}
 DAGGER = "†"
@@ -72,37 +74,52 @@ class Table:
     rows: list[str]
 
 
-def layout(grid: Grid, verification: Sequence[str] = ("acc", "tar@", "eer"),
-           identification: Sequence[str] = ("rank1", "rank5", "map", "dir@"),
-           restoration: Sequence[str] = RESTORATION_KEYS) -> list[Table]:
-    """One table per verification metric, then per protocol one table for identification and
-    one for restoration (when any model restores). Metrics are keys, or prefixes ending in '@';
-    the CSV holds every metric."""
+def layout(grid: Grid, headline: Mapping[str, Sequence[str]] | None = None) -> list[Table]:
+    """The tables of every task type in the Results, in report order. A task with conditions
+    (verification) gets one table per metric, its conditions side by side; any other one table
+    per protocol (when any model has a value there). ``headline`` picks a task's metrics (keys,
+    or prefixes ending in '@'; default: the task's own ``headline``, all when empty); the CSV
+    holds every metric."""
     tables = []
-    keys = list(dict.fromkeys(c.metric.key for c in grid.columns
-                              if c.metric.task == "verification"))
-    for wanted in verification:
+    for task in task_types():
+        wanted = (headline or {}).get(task.name, task.headline)
+        columns = [c for c in grid.columns if c.metric.task == task.name
+                   and (not wanted or _wanted(c.metric.key, wanted))]
+        tables += _by_metric(grid, task, columns, wanted) if task.per_condition else [
+            table for protocol in grid.protocols
+            if (table := _of_protocol(grid, task, protocol, columns)) is not None]
+    return tables
+
+
+def _by_metric(grid: Grid, task: Task, columns: list[Column],
+               wanted: Sequence[str]) -> list[Table]:
+    """One table per metric (in ``wanted`` order), every protocol and condition side by side."""
+    tables = []
+    keys = list(dict.fromkeys(c.metric.key for c in columns))
+    for want in wanted or keys:
         for key in keys:
-            if not _wanted(key, [wanted]):
+            if not _wanted(key, [want]):
                 continue
-            cols = [c for c in grid.columns if c.metric.key == key]
+            cols = [c for c in columns if c.metric.key == key]
             unit = f" ({cols[0].metric.unit})" if cols[0].metric.unit else ""
-            tables.append(Table(f"Verification: {cols[0].metric.label}{unit}", cols,
+            tables.append(Table(f"{task.title}: {cols[0].metric.label}{unit}", cols,
                                 [(grid.label(c.protocol), c.condition) for c in cols],
                                 _rows(grid, cols)))
-    for task, wanted in (("identification", identification), ("restoration", restoration)):
-        for protocol in grid.protocols:
-            cols = [c for c in grid.columns if c.protocol == protocol and c.condition == task
-                    and _wanted(c.metric.key, wanted)]
-            if not any(c.value is not None for m in grid.models for col in cols
-                       if (c := grid.cell(m, col))):
-                continue
-            units = {c.metric.unit for c in cols}
-            unit = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
-            tables.append(Table(f"{task.capitalize()} on {grid.label(protocol)}{unit}", cols,
-                                [(grid.label(protocol), _sub(c) if not unit else c.metric.label)
-                                 for c in cols], _rows(grid, cols)))
     return tables
+
+
+def _of_protocol(grid: Grid, task: Task, protocol: ProtocolKey,
+                 columns: list[Column]) -> Table | None:
+    """The task's metrics on one protocol; None when no model has a value there."""
+    cols = [c for c in columns if c.protocol == protocol]
+    if not any(c.value is not None for m in grid.models for col in cols
+               if (c := grid.cell(m, col))):
+        return None
+    units = {c.metric.unit for c in cols}
+    unit = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
+    return Table(f"{task.title} on {grid.label(protocol)}{unit}", cols,
+                 [(grid.label(protocol), _sub(c) if not unit else c.metric.label)
+                  for c in cols], _rows(grid, cols))
 
 
 def _wanted(key: str, wanted: Sequence[str]) -> bool:
@@ -185,8 +202,7 @@ def footnotes(report: Report, table: Table) -> list[str]:
     left_out = [m for m in grid.models if m not in table.rows
                 and any(grid.run(m, c.protocol) for c in cols)]
     if left_out:
-        reasons = sorted({_skipped(grid, m, c.protocol, c.condition)
-                          for m in left_out for c in cols})
+        reasons = sorted({_skipped(grid, m, c) for m in left_out for c in cols})
         notes.append(f"Not in this table: {', '.join(left_out)} ({'; '.join(reasons)}).")
     return notes
 
@@ -230,12 +246,13 @@ def _protocol_note(grid: Grid, protocol: ProtocolKey, cols: Sequence[Column]) ->
     return f"{grid.label(protocol)}: " + "; ".join(parts) + "."
 
 
-def _skipped(grid: Grid, model: str, protocol: ProtocolKey, task: str) -> str:
-    run = grid.run(model, protocol)
-    entry = run.result["metrics"].get(task) if run else None
-    if isinstance(entry, dict) and "skipped" in entry:
-        return str(entry["skipped"])
-    return f"no {task} result"
+def _skipped(grid: Grid, model: str, column: Column) -> str:
+    """Why ``model`` has no cell in ``column``: its task's skip reason, or no such result."""
+    run = grid.run(model, column.protocol)
+    section = task_type(column.metric.task).read(run.result["metrics"]) if run else None
+    if section is not None and section.status == "skipped":
+        return str(section.reason)
+    return f"no {column.condition} result"
 
 
 # ----------------------------------------------------------------------------- renderers

@@ -1,27 +1,19 @@
-"""Protocols: versioned YAML definitions of a benchmark, validated on load.
+"""Deterministic lists of a protocol's tasks: verification pairs and identification galleries.
 
-A protocol names its dataset (a registered format plus options), its preprocessing, an optional
-training split for baselines that fit, its tasks and its metric settings. Pair lists and
-galleries are *generated* here, deterministically from the protocol's seed and the sorted sample
-list; their sha256 is part of the protocol's identity and lands in every Result.
+Generated from a seed and the sorted sample list, so the same protocol on the same data gives the
+same lists on every machine; each list's sha256 lands in every Result. Training's model selection
+builds its validation pairs here too (without a protocol file).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import yaml
 
-from meerbench.data.dataset import Dataset, DatasetSpec
-from meerbench.data.formats.inputs import decode_text
+from meerbench.data.dataset import Dataset
 from meerbench.errors import ProtocolError
-from meerbench.registry import PROTOCOLS
-from meerbench.schema import Fields
 
 #: (reference masked?, probe masked?) for each masked-benchmark condition.
 CONDITIONS: dict[str, tuple[bool, bool]] = {
@@ -29,7 +21,6 @@ CONDITIONS: dict[str, tuple[bool, bool]] = {
     "UMR-MP": (False, True),
     "MR-MP": (True, True),
 }
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -61,50 +52,6 @@ class IdentificationTask:
 
 
 @dataclass(frozen=True)
-class SyntheticMasking:
-    """Occluders rendered onto a real dataset's unmasked faces (reproducible from seed and key)."""
-
-    seed: int
-    families: tuple[str, ...]
-    landmarks: str = "auto"
-
-
-@dataclass(frozen=True)
-class RestorationTask:
-    """Masked images with known unmasked twins; identity similarity under ``recognizer``."""
-
-    max_images: int | None = None
-    recognizer: str = "fisherfaces"
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A validated protocol. ``sha256`` hashes the file's canonical content."""
-
-    id: str
-    version: int
-    description: str
-    citation: str
-    dataset: DatasetSpec
-    aligned: bool
-    aligner: str
-    masking: SyntheticMasking | None
-    train: DatasetSpec | None
-    verification: VerificationTask | None
-    identification: IdentificationTask | None
-    restoration: RestorationTask | None
-    metrics: dict[str, dict[str, Any]]
-    published: dict[str, Any]
-    source: str
-    sha256: str
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
-
-    def provenance(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "sha256": self.sha256,
-                "source": self.source}
-
-
-@dataclass(frozen=True)
 class PairList:
     """Verification pairs as indices into ``Dataset.samples``, one block per condition."""
 
@@ -123,173 +70,6 @@ class Gallery:
     gallery: np.ndarray
     probes: np.ndarray
     sha256: str
-
-
-def parse_protocol(data: Any, source: str) -> Protocol:
-    """Validate a protocol mapping; ``source`` (a file name) appears in every error."""
-    top = Fields(data, source)
-    schema = top.get("schema", int, SCHEMA_VERSION)
-    if schema != SCHEMA_VERSION:
-        raise top.error("schema", f"{SCHEMA_VERSION} (the schema this meerbench reads)")
-    pid = top.name("id")
-    version = top.positive_int("version")
-    description = top.get("description", str)
-    citation = top.get("citation", str, "")
-    published = top.get("published", dict, {})
-
-    dataset = _dataset_spec(top.sub("dataset"), pid)
-
-    pre = top.sub("preprocessing", {})
-    aligned = pre.get("aligned", bool, True)
-    aligner = pre.get("aligner", str, "dlib")
-    pre.finish()
-    masking_fields = top.sub("masking", None)
-    masking = _masking(masking_fields) if masking_fields else None
-
-    train_fields = top.sub("train", None)
-    train = _dataset_spec(train_fields, f"{pid}-train") if train_fields else None
-
-    tasks = top.sub("tasks")
-    verification = identification = restoration = None
-    if v := tasks.sub("verification", None):
-        conditions = v.unique_list("conditions", tuple(CONDITIONS), list(CONDITIONS))
-        source_kind = v.choice("pairs", ("generated", "official"), "generated")
-        official = source_kind == "official"
-        verification = VerificationTask(  # official lists bring their own pairs and folds
-            seed=0 if official else v.seed("seed"),
-            folds=0 if official else v.positive_int("folds", 10),
-            pairs_per_fold=0 if official else v.positive_int("pairs_per_fold"),
-            conditions=conditions, pairs=source_kind,
-            allow_fewer=False if official else v.get("allow_fewer", bool, False),
-        )
-        if verification.pairs_per_fold % 2:
-            raise v.error("pairs_per_fold", "an even number (half genuine, half impostor)")
-        v.finish()
-    if i := tasks.sub("identification", None):
-        identification = IdentificationTask(
-            seed=i.seed("seed"), gallery_identities=i.positive_int("gallery_identities", None),
-            gallery_fraction=i.get("gallery_fraction", float, None),
-            gallery_per_identity=i.positive_int("gallery_per_identity", 1),
-            gallery_masked=i.get("gallery_masked", bool, False),
-            probes_masked=i.get("probes_masked", bool, True),
-        )
-        frac = identification.gallery_fraction
-        if (identification.gallery_identities is None) == (frac is None):
-            raise i.error("gallery_identities", "exactly one of gallery_identities and "
-                          "gallery_fraction")
-        if frac is not None and not 0 < frac < 1:
-            raise i.error("gallery_fraction", f"a number in (0, 1), got {frac}")
-        i.finish()
-    if r := tasks.sub("restoration", None):
-        restoration = RestorationTask(r.positive_int("max_images", None),
-                                      r.get("recognizer", str, "fisherfaces"))
-        r.finish()
-    tasks.finish()
-    if not (verification or identification or restoration):
-        raise tasks.error("", "at least one of verification, identification, restoration")
-
-    metrics_fields = top.sub("metrics", {})
-    metrics = {k: metrics_fields.get(k, dict, {}) for k in ("verification", "identification")}
-    metrics_fields.finish()
-    _check_metric_settings(metrics, source)
-    top.finish()
-
-    canonical = yaml.safe_dump(data, sort_keys=True).encode()
-    return Protocol(
-        id=pid, version=version, description=description, citation=citation, dataset=dataset,
-        aligned=aligned, aligner=aligner, masking=masking, train=train,
-        verification=verification, identification=identification,
-        restoration=restoration, metrics=metrics, published=published, source=source,
-        sha256=hashlib.sha256(canonical).hexdigest(), raw=dict(data),
-    )
-
-
-def _masking(fields: Fields) -> SyntheticMasking:
-    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
-
-    named = {"seen": tuple(SEEN_FAMILIES), "unseen": tuple(UNSEEN_FAMILIES)}
-    raw = fields.get("families", (str, list), "seen")
-    known = named["seen"] + named["unseen"]
-    if isinstance(raw, list):
-        families = fields.unique_list("families", known)
-    elif raw in named:
-        families = named[raw]
-    else:
-        raise fields.error("families", f"'seen', 'unseen' or a list drawn from {', '.join(known)}")
-    spec = SyntheticMasking(fields.seed("seed"), families,
-                            fields.choice("landmarks", ("auto", "template", "dlib68"), "auto"))
-    fields.finish()
-    return spec
-
-
-def _dataset_spec(fields: Fields, default_name: str) -> DatasetSpec:
-    spec = DatasetSpec(fields.get("format", str), fields.name("name", default_name),
-                       fields.get("options", dict, {}))
-    fields.finish()
-    return spec
-
-
-def _check_metric_settings(metrics: dict[str, dict[str, Any]], source: str) -> None:
-    from meerbench.metrics.identification import IdentificationSettings
-    from meerbench.metrics.verification import VerificationSettings
-
-    for key, cls in (("verification", VerificationSettings),
-                     ("identification", IdentificationSettings)):
-        try:
-            cls.from_dict(metrics[key])
-        except (ValueError, TypeError) as exc:
-            raise ProtocolError(f"{source}: field 'metrics.{key}': {exc}") from None
-
-
-def read_protocol_file(path: Path) -> Protocol:
-    """Load and validate one protocol YAML file."""
-    try:
-        text = decode_text(path.read_bytes(), path, ProtocolError)
-    except FileNotFoundError:
-        raise ProtocolError(f"Protocol file not found: {path}") from None
-    except OSError as exc:
-        raise ProtocolError(f"Cannot read protocol file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    return parse_protocol(data, str(path))
-
-
-def _register_builtin_protocols() -> None:
-    for item in sorted(resources.files("meerbench.protocols").iterdir(), key=lambda p: p.name):
-        if item.name.endswith(".yaml"):
-            path = Path(str(item))
-            PROTOCOLS.add(path.stem, path)
-
-
-_register_builtin_protocols()
-
-
-def load_protocol(name_or_path: str | Path) -> Protocol:
-    """A protocol by registered name, or a YAML file by path (anything ending in .yaml/.yml)."""
-    text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
-        return read_protocol_file(Path(text))
-    obj = PROTOCOLS.get(text)
-    if callable(obj):  # plugin entry points may give a function returning a path or a mapping
-        obj = obj()
-    if isinstance(obj, dict):
-        return parse_protocol(obj, f"<protocol {text} from {PROTOCOLS.entry(text).origin}>")
-    return read_protocol_file(Path(str(obj)))
-
-
-def describe_protocols() -> list[tuple[str, str]]:
-    """(name, description + citation) for ``meerbench list protocols``; bad files say so."""
-    rows = []
-    for entry in PROTOCOLS.entries():
-        try:
-            proto = load_protocol(entry.name)
-            cite = f" [{proto.citation}]" if proto.citation else ""
-            rows.append((entry.name, f"v{proto.version}: {proto.description}{cite}"))
-        except ProtocolError as exc:
-            rows.append((entry.name, f"INVALID: {exc}"))
-    return rows
 
 
 def _list_hash(lines: list[str]) -> str:

@@ -1,0 +1,247 @@
+"""Protocols: versioned YAML definitions of a benchmark, validated on load.
+
+A protocol names its dataset (a registered format plus options), its preprocessing, an optional
+training split for baselines that fit, its tasks and their metric settings. This module reads the
+schema; each section under ``tasks:`` (and its ``metrics:`` settings) is read by the task type of
+that name (:mod:`meerbench.tasks`), found in :data:`TASK_TYPES`. The lists the tasks draw (pairs,
+galleries) are built in :mod:`meerbench.protocol.sampling`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meerbench.data.dataset import DatasetSpec
+from meerbench.data.formats.inputs import decode_text
+from meerbench.errors import ProtocolError
+from meerbench.protocol.sampling import (
+    CONDITIONS,
+    Gallery,
+    IdentificationTask,
+    PairList,
+    VerificationTask,
+    build_gallery,
+    build_pairs,
+)
+from meerbench.registry import PROTOCOLS
+from meerbench.schema import Fields
+
+__all__ = ["CONDITIONS", "Gallery", "IdentificationTask", "PairList", "Protocol",
+           "SyntheticMasking", "VerificationTask", "build_gallery", "build_pairs",
+           "load_protocol", "parse_protocol", "task_type", "task_types"]
+
+SCHEMA_VERSION = 1
+
+#: Task types by the name of their protocol section, in report order. Built-ins are
+#: ``"module:attr"`` targets loaded on first use (the task modules sit above this one and import
+#: it); :func:`meerbench.tasks.register_task` adds more.
+TASK_TYPES: dict[str, Any] = {
+    "verification": "meerbench.tasks.verification:VERIFICATION",
+    "identification": "meerbench.tasks.identification:IDENTIFICATION",
+    "restoration": "meerbench.tasks.restoration:RESTORATION",
+}
+
+
+def task_type(name: str) -> Any:
+    """The task type registered as ``name`` (loading a built-in on first use)."""
+    found = TASK_TYPES[name]
+    if isinstance(found, str):
+        module, _, attr = found.partition(":")
+        found = TASK_TYPES[name] = getattr(importlib.import_module(module), attr)
+    return found
+
+
+def task_types() -> list[Any]:
+    """Every registered task type, in report order."""
+    return [task_type(name) for name in list(TASK_TYPES)]
+
+
+@dataclass(frozen=True)
+class SyntheticMasking:
+    """Occluders rendered onto a real dataset's unmasked faces (reproducible from seed and key)."""
+
+    seed: int
+    families: tuple[str, ...]
+    landmarks: str = "auto"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol. ``sha256`` hashes the file's canonical content; ``raw`` is the
+    mapping as given (it goes into every Result); ``tasks`` maps each task section, in the
+    protocol's order, to the config its task type read from it; ``metrics`` holds the raw metric
+    settings per task (checked on load by the task type)."""
+
+    id: str
+    version: int
+    description: str
+    citation: str
+    dataset: DatasetSpec
+    aligned: bool
+    aligner: str
+    masking: SyntheticMasking | None
+    train: DatasetSpec | None
+    tasks: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    published: dict[str, Any]
+    source: str
+    sha256: str
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def verification(self) -> VerificationTask | None:
+        """The pair-list spec of the verification task (``meerbench prepare`` writes it)."""
+        return self.tasks.get("verification")
+
+    @property
+    def identification(self) -> IdentificationTask | None:
+        """The gallery spec of the identification task (``meerbench prepare`` writes it)."""
+        return self.tasks.get("identification")
+
+    def provenance(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "sha256": self.sha256,
+                "source": self.source}
+
+
+def parse_protocol(data: Any, source: str) -> Protocol:
+    """Validate a protocol mapping; ``source`` (a file name) appears in every error."""
+    top = Fields(data, source)
+    schema = top.get("schema", int, SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise top.error("schema", f"{SCHEMA_VERSION} (the schema this meerbench reads)")
+    pid = top.name("id")
+    version = top.positive_int("version")
+    description = top.get("description", str)
+    citation = top.get("citation", str, "")
+    published = top.get("published", dict, {})
+
+    dataset = _dataset_spec(top.sub("dataset"), pid)
+
+    pre = top.sub("preprocessing", {})
+    aligned = pre.get("aligned", bool, True)
+    aligner = pre.get("aligner", str, "dlib")
+    pre.finish()
+    masking_fields = top.sub("masking", None)
+    masking = _masking(masking_fields) if masking_fields else None
+
+    train_fields = top.sub("train", None)
+    train = _dataset_spec(train_fields, f"{pid}-train") if train_fields else None
+
+    types = task_types()
+    sections = top.sub("tasks")
+    parsed = {}
+    for kind in types:
+        if (fields := sections.sub(kind.name, None)) is not None:
+            parsed[kind.name] = kind.parse(fields)
+            fields.finish()
+    sections.finish()
+    if not parsed:
+        raise sections.error("", f"at least one of {', '.join(t.name for t in types)}")
+    tasks = {name: parsed[name] for name in sections.data if name in parsed}  # protocol's order
+
+    metrics_fields = top.sub("metrics", {})
+    metrics = {t.name: metrics_fields.get(t.name, dict, {}) for t in types if t.settings}
+    metrics_fields.finish()
+    for kind in types:
+        if kind.settings:
+            _check_settings(kind, metrics[kind.name], source)
+    top.finish()
+
+    canonical = yaml.safe_dump(data, sort_keys=True).encode()
+    return Protocol(
+        id=pid, version=version, description=description, citation=citation, dataset=dataset,
+        aligned=aligned, aligner=aligner, masking=masking, train=train, tasks=tasks,
+        metrics=metrics, published=published, source=source,
+        sha256=hashlib.sha256(canonical).hexdigest(), raw=dict(data),
+    )
+
+
+def _check_settings(kind: Any, settings: Mapping[str, Any], source: str) -> None:
+    try:
+        kind.settings.from_dict(settings)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{source}: field 'metrics.{kind.name}': {exc}") from None
+
+
+def _masking(fields: Fields) -> SyntheticMasking:
+    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
+
+    named = {"seen": tuple(SEEN_FAMILIES), "unseen": tuple(UNSEEN_FAMILIES)}
+    raw = fields.get("families", (str, list), "seen")
+    known = named["seen"] + named["unseen"]
+    if isinstance(raw, list):
+        families = fields.unique_list("families", known)
+    elif raw in named:
+        families = named[raw]
+    else:
+        raise fields.error("families", f"'seen', 'unseen' or a list drawn from {', '.join(known)}")
+    spec = SyntheticMasking(fields.seed("seed"), families,
+                            fields.choice("landmarks", ("auto", "template", "dlib68"), "auto"))
+    fields.finish()
+    return spec
+
+
+def _dataset_spec(fields: Fields, default_name: str) -> DatasetSpec:
+    spec = DatasetSpec(fields.get("format", str), fields.name("name", default_name),
+                       fields.get("options", dict, {}))
+    fields.finish()
+    return spec
+
+
+def read_protocol_file(path: Path) -> Protocol:
+    """Load and validate one protocol YAML file."""
+    try:
+        text = decode_text(path.read_bytes(), path, ProtocolError)
+    except FileNotFoundError:
+        raise ProtocolError(f"Protocol file not found: {path}") from None
+    except OSError as exc:
+        raise ProtocolError(f"Cannot read protocol file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_protocol(data, str(path))
+
+
+def _register_builtin_protocols() -> None:
+    for item in sorted(resources.files("meerbench.protocols").iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".yaml"):
+            path = Path(str(item))
+            PROTOCOLS.add(path.stem, path)
+
+
+_register_builtin_protocols()
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A protocol by registered name, or a YAML file by path (anything ending in .yaml/.yml)."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return read_protocol_file(Path(text))
+    obj = PROTOCOLS.get(text)
+    if callable(obj):  # plugin entry points may give a function returning a path or a mapping
+        obj = obj()
+    if isinstance(obj, dict):
+        return parse_protocol(obj, f"<protocol {text} from {PROTOCOLS.entry(text).origin}>")
+    return read_protocol_file(Path(str(obj)))
+
+
+def describe_protocols() -> list[tuple[str, str]]:
+    """(name, description + citation) for ``meerbench list protocols``; bad files say so."""
+    rows = []
+    for entry in PROTOCOLS.entries():
+        try:
+            proto = load_protocol(entry.name)
+            cite = f" [{proto.citation}]" if proto.citation else ""
+            rows.append((entry.name, f"v{proto.version}: {proto.description}{cite}"))
+        except ProtocolError as exc:
+            rows.append((entry.name, f"INVALID: {exc}"))
+    return rows

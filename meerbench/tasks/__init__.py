@@ -1,0 +1,234 @@
+"""Tasks: one module per task type, each owning everything about its task.
+
+A task type reads its protocol section (``tasks.<name>``, and ``metrics.<name>`` when it has
+``settings``), draws its lists from the prepared dataset (:meth:`Task.plan`), scores the model
+(:meth:`Task.run`), keeps its numbers in a typed :class:`Section` of the Result (with an explicit
+``status``) and says how they read (:class:`Metric`: label, unit, scale, higher is better),
+which the reports, plots and console summary use. The engine loops over a protocol's tasks.
+
+Built-ins: :mod:`.verification`, :mod:`.identification`, :mod:`.restoration`. A new task type is
+one module: subclass :class:`Task`, then ``register_task(MyTask())`` (see
+``docs/add-a-protocol.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from meerbench.errors import ConfigError
+from meerbench.protocol import TASK_TYPES, Protocol, task_type, task_types
+from meerbench.results import STATUSES
+from meerbench.schema import Fields
+
+if TYPE_CHECKING:
+    import torch
+
+    from meerbench.data.dataset import Dataset
+    from meerbench.models.base import FaceModel
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric reads, scales and compares; ``tolerance`` is in raw (unscaled) units;
+    ``order`` places it among its task's metrics in tables."""
+
+    key: str
+    task: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    scale: float = 100.0
+    digits: int = 2
+    tolerance: float = 1e-3
+    order: tuple[float, ...] = ()
+
+    def show(self, value: float) -> str:
+        return f"{self.scale * value:.{self.digits}f}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A value with its 95% interval and rule; ``note`` says why it is missing or coarse."""
+
+    value: float | None
+    ci95: tuple[float, float] | None = None
+    rule: str | None = None
+    reliable: bool = True
+    note: str | None = None
+
+    def half_width(self) -> float | None:
+        """Larger distance from the value to an end of its interval (the '±' of the tables)."""
+        if self.value is None or self.ci95 is None:
+            return None
+        return max(self.value - self.ci95[0], self.ci95[1] - self.value)
+
+
+def sci(value: float) -> str:
+    """0.001 -> '1e-3', 0.1 -> '0.1': short FAR/FPIR labels."""
+    if value >= 0.01:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def interval(ci: Any) -> tuple[float, float] | None:
+    """A Result's ``[low, high]`` (or null) as a Cell interval."""
+    return None if ci is None else (float(ci[0]), float(ci[1]))
+
+
+@dataclass(frozen=True)
+class Section:
+    """One entry of a Result's ``metrics``: ``status`` ``"ok"`` with its numbers (``values``, at
+    the key paths Results have always used), or ``"skipped"`` with the ``reason``.
+
+    Results written before ``status`` existed marked a skip with a ``skipped`` field holding the
+    reason; :meth:`from_dict` reads both.
+    """
+
+    status: str = "ok"
+    reason: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES or (self.status == "skipped") != bool(self.reason):
+            raise ConfigError(f"A task section is 'ok', or 'skipped' with a reason; got status "
+                              f"{self.status!r}, reason {self.reason!r}.")
+
+    @classmethod
+    def skipped(cls, reason: str, **values: Any) -> Section:
+        return cls("skipped", reason, values)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        reason = {} if self.reason is None else {"reason": self.reason}
+        return {**self.values, "status": self.status, **reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Section:
+        legacy = data.get("skipped")
+        status = data.get("status", "skipped" if legacy is not None else "ok")
+        values = {k: v for k, v in data.items() if k not in ("status", "reason", "skipped")}
+        return cls(status, data.get("reason", legacy), values)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a task drew from the dataset: the sample indices it needs embedded, the sha256 of
+    its lists (into the cache key and the Result; None when it draws none) and the lists."""
+
+    images: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sha256: str | None = None
+    lists: Any = None
+
+
+@dataclass
+class Outcome:
+    """What a task's run gives: its section, counts and side files (role -> file name)."""
+
+    section: Any
+    counts: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What the engine hands a task's run: the model and data, the embeddings of every image
+    the plans asked for, and the engine's own steps for tasks that run another model."""
+
+    protocol: Protocol
+    model: FaceModel
+    dataset: Dataset
+    embeddings: np.ndarray
+    row: np.ndarray  #: sample index -> row of ``embeddings`` (-1: not embedded)
+    out: Path | None  #: the Result's folder (None: nothing is written)
+    stem: str  #: side files are ``<stem>.<suffix>``
+    batch_size: int
+    embed_arrays: Callable[[FaceModel, torch.Tensor], np.ndarray]
+    fit: Callable[[FaceModel], Any]
+
+    def vectors(self, indices: np.ndarray) -> np.ndarray:
+        """Embeddings of samples ``indices``."""
+        return self.embeddings[self.row[indices]]
+
+    def side_file(self, suffix: str) -> Path | None:
+        return None if self.out is None else self.out / f"{self.stem}.{suffix}"
+
+
+class Task:
+    """A task type. Subclasses set ``name`` (the protocol section and the Result's
+    ``metrics`` key) and implement :meth:`parse`, :meth:`run` and :meth:`cells`.
+
+    ``settings``: a class with ``from_dict`` for the protocol's ``metrics.<name>`` section.
+    ``per_condition``: tables put one metric of every condition side by side (verification);
+    otherwise one table per protocol holds the task's metrics. ``headline``: the metric keys
+    the tables show (prefixes end in '@'; empty: all, the CSV always holds all).
+    """
+
+    name: ClassVar[str]
+    section: ClassVar[type] = Section
+    settings: ClassVar[Any] = None
+    per_condition: ClassVar[bool] = False
+    headline: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def title(self) -> str:
+        return self.name.capitalize()
+
+    def parse(self, fields: Fields) -> Any:
+        """The task's config from its protocol section (unread fields are refused after)."""
+        raise NotImplementedError
+
+    def plan(self, config: Any, dataset: Dataset) -> Plan:
+        """The lists of this task on ``dataset``; default: none, nothing to embed."""
+        return Plan()
+
+    def run(self, config: Any, plan: Plan, ctx: Context) -> Outcome:
+        raise NotImplementedError
+
+    def read(self, metrics: dict[str, Any]) -> Any:
+        """This task's section of a Result's ``metrics``, None when the Result has none."""
+        entry = metrics.get(self.name)
+        return None if entry is None else self.section.from_dict(entry)
+
+    def write(self, section: Any, metrics: dict[str, Any]) -> None:
+        metrics[self.name] = section.to_dict()
+
+    def cells(self, section: Any) -> Iterator[tuple[str, Metric, Cell]]:
+        """(condition, metric, cell) of every reportable number; the condition of a task
+        without conditions is its name."""
+        raise NotImplementedError
+
+    def summary(self, section: Any) -> list[str]:
+        """Console lines for one Result: the task's numbers as the tables show them."""
+        if section.status != "ok":
+            return [f"{self.name}  skipped: {section.reason}"]
+        shown = [f"{m.label}: {m.show(c.value)}{'' if m.unit in ('', '%') else ' '}{m.unit}"
+                 for _, m, c in self.cells(section) if c.value is not None]
+        return [f"{self.name}  " + ", ".join(shown)]
+
+
+def register_task(task: Task) -> Task:
+    """Add a task type; its ``name`` becomes a protocol section. A taken name is refused."""
+    if task.name in TASK_TYPES:
+        raise ConfigError(f"Task type '{task.name}' is already registered.")
+    TASK_TYPES[task.name] = task
+    return task
+
+
+def sections(metrics: dict[str, Any]) -> Iterable[tuple[Task, Any]]:
+    """(task type, typed section) of every task a Result's ``metrics`` holds, in report order."""
+    for task in task_types():
+        found = task.read(metrics)
+        if found is not None:
+            yield task, found
+
+
+__all__ = ["Cell", "Context", "Metric", "Outcome", "Plan", "STATUSES", "Section", "Task",
+           "interval", "register_task", "sci", "sections", "task_type", "task_types"]

@@ -1,0 +1,199 @@
+"""Verification: pairs per masked condition, cosine scores, k-fold accuracy, AUC, EER, TAR@FAR.
+
+Result: ``metrics.verification.<condition>`` (one entry per condition) and
+``metrics.verification_by_family.<condition>.<family>`` (conditions with masked probes, per
+occluder family of the probe); the per-pair scores go to the side file ``files.scores``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meerbench.data.dataset import Dataset
+from meerbench.metrics.verification import VerificationSettings
+from meerbench.protocol.sampling import CONDITIONS, PairList, VerificationTask, build_pairs
+from meerbench.schema import Fields
+from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task, interval, sci
+
+RULES = ("acc", "auc", "eer", "tar@")
+
+
+def metric(key: str) -> Metric:
+    """acc, auc, eer or tar@<FAR target>."""
+    if key.startswith("tar@"):
+        target = float(key[4:])
+        return Metric(key, "verification", f"TAR@FAR={sci(target)}", "%", True, order=(3, -target))
+    label, higher = {"acc": ("Accuracy", True), "auc": ("AUC", True), "eer": ("EER", False)}[key]
+    return Metric(key, "verification", label, "%", higher, order=(RULES.index(key), 0.0))
+
+
+@dataclass(frozen=True)
+class VerificationSection:
+    """Entries per condition, and per condition and occluder family of the probe."""
+
+    conditions: dict[str, Section]
+    by_family: dict[str, dict[str, Section]] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "ok" if any(c.ok for c in self.conditions.values()) else "skipped"
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.status == "ok" else "; ".join(
+            sorted({str(c.reason) for c in self.conditions.values()}))
+
+    def accuracy_rule(self, condition: str) -> str:
+        return self.conditions[condition].values["accuracy"]["rule"]
+
+    def tar(self, condition: str, key: str) -> dict[str, Any]:
+        """The TAR@FAR entry of metric ``key`` (``tar@0.001``) under ``condition``."""
+        return next(t for t in self.conditions[condition].values["tar_at_far"]
+                    if f"tar@{t['target']:g}" == key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {c: s.to_dict() for c, s in self.conditions.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any],
+                  by_family: dict[str, Any] | None = None) -> VerificationSection:
+        return cls({c: Section.from_dict(m) for c, m in data.items()},
+                   {c: {f: Section.from_dict(m) for f, m in fams.items()}
+                    for c, fams in (by_family or {}).items()})
+
+
+class Verification(Task):
+    name = "verification"
+    settings = VerificationSettings
+    per_condition = True
+    headline = ("acc", "tar@", "eer")
+
+    def parse(self, fields: Fields) -> VerificationTask:
+        """``pairs``: ``generated`` (seeded) or ``official`` (the dataset's own list, which
+        brings its own folds)."""
+        conditions = fields.unique_list("conditions", tuple(CONDITIONS), list(CONDITIONS))
+        source = fields.choice("pairs", ("generated", "official"), "generated")
+        official = source == "official"
+        task = VerificationTask(
+            seed=0 if official else fields.seed("seed"),
+            folds=0 if official else fields.positive_int("folds", 10),
+            pairs_per_fold=0 if official else fields.positive_int("pairs_per_fold"),
+            conditions=conditions, pairs=source,
+            allow_fewer=False if official else fields.get("allow_fewer", bool, False),
+        )
+        if task.pairs_per_fold % 2:
+            raise fields.error("pairs_per_fold", "an even number (half genuine, half impostor)")
+        return task
+
+    def plan(self, config: VerificationTask, dataset: Dataset) -> Plan:
+        pairs = build_pairs(config, dataset)
+        return Plan(np.concatenate([pairs.ref, pairs.probe]), pairs.sha256, pairs)
+
+    def run(self, config: VerificationTask, plan: Plan, ctx: Context) -> Outcome:
+        pairs: PairList = plan.lists
+        scores = np.einsum("ij,ij->i", ctx.vectors(pairs.ref),
+                           ctx.vectors(pairs.probe)).astype(np.float64)
+        settings = VerificationSettings.from_dict(ctx.protocol.metrics[self.name])
+        section = score_pairs(config.conditions, settings, ctx.dataset, pairs, scores)
+        counts = {"pairs": {c: int((pairs.condition == c).sum()) for c in config.conditions}}
+        path = ctx.side_file("scores.csv")
+        files = {} if path is None else {"scores": write_pair_scores(path, ctx.dataset, pairs,
+                                                                     scores)}
+        return Outcome(section, counts, files)
+
+    def read(self, metrics: dict[str, Any]) -> VerificationSection | None:
+        entry = metrics.get(self.name)
+        return None if entry is None else VerificationSection.from_dict(
+            entry, metrics.get("verification_by_family"))
+
+    def write(self, section: VerificationSection, metrics: dict[str, Any]) -> None:
+        metrics[self.name] = section.to_dict()
+        metrics["verification_by_family"] = {
+            c: {f: s.to_dict() for f, s in fams.items()} for c, fams in section.by_family.items()}
+
+    def cells(self, section: VerificationSection) -> Iterator[tuple[str, Metric, Cell]]:
+        for cond, entry in section.conditions.items():
+            if not entry.ok:
+                yield cond, metric("acc"), Cell(None, note=f"skipped: {entry.reason}")
+                continue
+            m = entry.values
+            acc = m["accuracy"]
+            if acc is not None:
+                yield cond, metric("acc"), Cell(acc["mean"], interval(acc["ci95"]),
+                                                f"{acc['rule']}, {len(acc['per_fold'])}-fold")
+            yield cond, metric("auc"), Cell(m["auc"]["value"], interval(m["auc"]["ci95"]),
+                                            "trapezoid, ties 1/2")
+            yield cond, metric("eer"), Cell(m["eer"]["value"], interval(m["eer"]["ci95"]),
+                                            m["eer"]["rule"])
+            for t in m["tar_at_far"]:
+                yield cond, metric(f"tar@{t['target']:g}"), Cell(
+                    t["tar"], interval(t["ci95"]), t["rule"], t["reliable"], t["warning"])
+
+    def summary(self, section: VerificationSection) -> list[str]:
+        scored = [s.values for s in section.conditions.values() if s.ok]
+        targets = [t["target"] for t in scored[0]["tar_at_far"]] if scored else []
+        head = f"{'condition':<9} {'acc %':>13} {'AUC':>7} {'EER %':>7} " + " ".join(
+            f"{'TAR@' + format(t, 'g'):>10}" for t in targets)
+        lines = [head, "-" * len(head)]
+        for cond, entry in section.conditions.items():
+            m = entry.values
+            if not entry.ok:
+                lines.append(f"{cond:<9} skipped: {entry.reason} ({m['n_pairs']} pairs)")
+                continue
+            acc = m["accuracy"]
+            tars = " ".join(f"{100 * t['tar']:>10.2f}" for t in m["tar_at_far"])
+            lines.append(f"{cond:<9} {100 * acc['mean']:>6.2f} ± {100 * acc['std']:<4.2f} "
+                         f"{m['auc']['value']:>7.4f} {100 * m['eer']['value']:>7.2f} {tars}")
+        return lines
+
+
+def score_pairs(conditions: tuple[str, ...], settings: VerificationSettings, dataset: Any,
+                pairs: Any, scores: np.ndarray) -> VerificationSection:
+    """The metrics per condition, and per condition with masked probes per occluder family of
+    the probe. Every interval resamples probe identities (pairs of one person are not
+    independent draws)."""
+    from meerbench.metrics.verification import verification_report
+
+    identities = np.array([s.identity for s in dataset.samples])
+    groups = np.unique(identities, return_inverse=True)[1][pairs.probe]
+    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
+
+    def report(sel: np.ndarray) -> Section:
+        return Section(values=verification_report(scores[sel], pairs.label[sel], pairs.fold[sel],
+                                                  settings, groups=groups[sel]))
+
+    by_condition: dict[str, Section] = {}
+    by_family: dict[str, dict[str, Section]] = {}
+    for cond in conditions:
+        sel = pairs.condition == cond
+        n, genuine = int(sel.sum()), int(pairs.label[sel].sum())
+        if genuine == 0 or genuine == n:  # official lists can leave a condition one-sided
+            by_condition[cond] = Section.skipped("needs genuine and impostor pairs", n_pairs=n,
+                                                 n_genuine=genuine, n_impostor=n - genuine)
+            continue
+        by_condition[cond] = report(sel)
+        for fam in sorted(set(family[sel]) - {""}):
+            in_family = sel & (family == fam)
+            if 0 < pairs.label[in_family].sum() < in_family.sum():
+                by_family.setdefault(cond, {})[fam] = report(in_family)
+    return VerificationSection(by_condition, by_family)
+
+
+def write_pair_scores(path: Path, dataset: Dataset, pairs: PairList, scores: np.ndarray) -> str:
+    """Per-pair scores, so every number can be recomputed without the model."""
+    from meerbench.metrics.scorefiles import write_scores_csv
+
+    keys = np.array([s.key for s in dataset.samples], dtype=object)
+    ids = np.array([s.identity for s in dataset.samples], dtype=object)
+    write_scores_csv(path, scores, pairs.label, refs=keys[pairs.ref], probes=keys[pairs.probe],
+                     ref_ids=ids[pairs.ref], probe_ids=ids[pairs.probe], folds=pairs.fold,
+                     conditions=pairs.condition)
+    return path.name
+
+
+VERIFICATION = Verification()
