@@ -12,6 +12,7 @@ elsewhere loads with ``model_from_card(path)`` or registers with ``register_card
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,13 +53,13 @@ def build_model(card: Card, weights: str | Path | None = None, **options: Any) -
         return DlibFaceModel(card.name, card.contract)
     cfg = card.contract
     path = resolve_weights(card, weights)
-    from meerbench.models import adapters
+    from meerbench.models.adapters import OnnxFaceModel, checkpoint_model, torchscript_model
 
     if arch == "torchscript":
-        return adapters.torchscript_model(card.name, cfg, path)
+        return torchscript_model(card.name, cfg, path)
     if arch == "onnx":
-        return adapters.OnnxFaceModel(card.name, cfg, path)
-    return adapters.checkpoint_model(card.name, cfg, _network(card, cfg, opts), path)
+        return OnnxFaceModel(card.name, cfg, path)
+    return checkpoint_model(card.name, cfg, _network(card, cfg, opts), path)
 
 
 def _network(card: Card, cfg: FaceModelCfg, opts: dict[str, Any]) -> nn.Module:
@@ -126,6 +127,17 @@ def register_card_file(path: str | Path, origin: str | None = None) -> str:
     card = read_card(path)
     MODELS.add(card.name, card, card.description, origin=origin or str(path))
     return card.name
+
+
+def register_model(model: str | Path | Callable[..., FaceModel], name: str | None = None,
+                   description: str = "") -> Any:
+    """Make a model known to ``load_model``: a card file (returns its name), or a factory, also
+    as a decorator (``@register_model`` registers it as its ``__name__``; returns it)."""
+    if isinstance(model, str | Path):
+        return register_card_file(model)
+    text = description or ((model.__doc__ or "").strip().splitlines() or [""])[0]
+    MODELS.add(name or model.__name__, model, text, origin=model.__module__)
+    return model
 
 
 def register_builtins(registry: Registry) -> None:
