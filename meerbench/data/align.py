@@ -20,18 +20,10 @@ from PIL import Image
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.images import read_rgb
 from meerbench.errors import ConfigError, DatasetError, ModelError, UnknownNameError
+from meerbench.models.contract import ARCFACE_112_TEMPLATE
 from meerbench.store import Artefact
 
-ARCFACE_112 = np.array(
-    [
-        (38.2946, 51.6963),  # image-left eye centre
-        (73.5318, 51.5014),  # image-right eye centre
-        (56.0252, 71.7366),  # nose tip
-        (41.5493, 92.3655),  # image-left mouth corner
-        (70.7299, 92.2041),  # image-right mouth corner
-    ],
-    dtype=np.float64,
-)
+ARCFACE_112 = np.array(ARCFACE_112_TEMPLATE, dtype=np.float64)
 
 INSTALL_HINT = "install the [dlib] extra: pip install -e '.[dlib]'"
 MAX_LISTED_FAILURES = 100

@@ -45,14 +45,11 @@ from meerbench.data.masks import (
     unit_circle,
 )
 from meerbench.errors import ConfigError
+from meerbench.models.contract import ARCFACE_112_TEMPLATE
 from meerbench.store import Artefact
 
 SIZE = 112
-TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-     [70.7299, 92.2041]],
-    dtype=np.float32,
-)
+TEMPLATE = np.array(ARCFACE_112_TEMPLATE, dtype=np.float32)
 HAIR_STYLES = ("bald", "buzz", "short", "side_part", "fringe", "long", "curly", "receding")
 FACIAL_HAIR = ("none", "stubble", "moustache", "goatee", "beard")
 MANIFEST_HEADER = ("path", "identity", "masked", "mask_type", "split", "twin", "mask_map", "index")
