@@ -5,12 +5,20 @@ The public API is small and lazy (``import meerbench`` does not import torch)::
     import meerbench
     result = meerbench.evaluate("fisherfaces", "synthmask")
     print(result["metrics"]["verification"]["UMR-MP"]["accuracy"]["mean"])
+
+Extension points, re-exported here: ``FaceModel``, ``FaceModelCfg`` and ``register_model`` (add a
+model), ``register_task`` (add a task type), ``Result``, ``read_result`` and ``load_results``
+(read Results, validated); ``meerbench.testing`` holds the conformance checks; ``registry`` the
+registries (``MODELS``, ``PROTOCOLS``, ``DATASETS``).
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
+
+from meerbench import registry
 
 __version__ = version("meerbench")  # one owner: pyproject.toml
 
@@ -56,3 +64,25 @@ def list_datasets() -> list[str]:
     from meerbench.data.formats import DATASETS
 
     return DATASETS.names()
+
+
+#: Public names that live deeper in the package, imported on first use (some import torch).
+_LAZY = {
+    "FaceModel": "meerbench.models.base",
+    "FaceModelCfg": "meerbench.models.contract",
+    "register_model": "meerbench.models.cards",
+    "register_task": "meerbench.tasks",
+    "Result": "meerbench.results",
+    "read_result": "meerbench.results",
+    "load_results": "meerbench.results",
+}
+
+__all__ = ["FaceModel", "FaceModelCfg", "Result", "evaluate", "list_datasets", "list_models",
+           "list_protocols", "load_model", "load_protocol", "load_results", "read_result",
+           "register_model", "register_task", "registry"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'meerbench' has no attribute {name!r}")

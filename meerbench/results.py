@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -82,6 +82,22 @@ def result_path(out_dir: Path, model: Any, protocol: Any) -> Path:
         raise MeerbenchError(f"Result {path} exists and is read-only; meerbench does not replace "
                              "it. Make it writable (chmod u+w) or write to another --out.")
     return path
+
+
+def load_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, validated Result) of every Result JSON given as a file or in a folder given (not
+    recursive, sorted by name)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.json")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise MeerbenchError(f"No such file or folder: {p}")
+    if not files:
+        raise MeerbenchError(f"No Result JSON files found in {', '.join(map(str, paths))}.")
+    return [(f, read_result(f)) for f in files]
 
 
 def read_result(path: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from meerbench.errors import ModelError
 from meerbench.io import ensure_writable_dir
 from meerbench.models import load_model
 from meerbench.models.base import FaceModel
+from meerbench.models.contract import ARCFACE_112, check_alignment
 from meerbench.protocol import Protocol, load_protocol, task_type
 from meerbench.results import Result, provenance, result_path
 from meerbench.settings import resolve_device
@@ -56,6 +57,7 @@ def evaluate(
     out = ensure_writable_dir(Path(out_dir)) if out_dir is not None and rank == 0 else None
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     net = model if isinstance(model, FaceModel) else load_model(model)
+    check_alignment(net.cfg, ARCFACE_112)  # every protocol prepares ArcFace 112x112 faces
     if out is not None:  # plain names, no read-only Result to replace: checked before any work
         result_path(out, net.name, proto.id)
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once

@@ -19,7 +19,7 @@ import numpy as np
 from meerbench.errors import DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
 from meerbench.protocol import TASK_TYPES
-from meerbench.results import read_result, result_file
+from meerbench.results import load_results, result_file
 from meerbench.tasks import Cell, Metric, sections
 
 __all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "run_cells"]
@@ -134,18 +134,8 @@ def load_side_files(runs: Iterable[Run]) -> None:
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Result JSON files, given as files or folders of them (not recursive)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise MeerbenchError(f"No such file or folder: {p}")
-    if not files:
-        raise MeerbenchError(f"No Result JSON files found in {', '.join(map(str, paths))}.")
-    return [Run(read_result(f), f) for f in files]
+    """Result JSON files, given as files or folders of them (not recursive), validated."""
+    return [Run(data, path) for path, data in load_results(paths)]
 
 
 def run_cells(run: Run) -> dict[Column, Cell]:
