@@ -189,7 +189,7 @@ def test_mask_command_is_reproducible(capsys, tmp_path):
     assert (tmp_path / "a" / manifest).read_text() == (tmp_path / "b" / manifest).read_text()
     assert (tmp_path / "a" / manifest).read_text() != (tmp_path / "c" / manifest).read_text()
     expect_error(capsys, "mask", str(src), "--out", str(tmp_path / "d"), "--families", "foo",
-                 match="Masking families must be")
+                 match="unknown occluder families ['foo']")
 
 
 def test_plain_run_is_the_main_job():

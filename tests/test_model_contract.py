@@ -38,10 +38,9 @@ def test_training_normalisation_is_the_contracts():
 
 
 def test_the_contract_has_one_owner():
-    from meerbench.models import adapters, base, contract, weights
+    from meerbench.models import base, contract
 
     assert base.FaceModelCfg is contract.FaceModelCfg
-    assert adapters.safe_torch_load is weights.safe_torch_load
 
 
 def test_register_model_takes_a_card_or_a_factory(tmp_path, monkeypatch):

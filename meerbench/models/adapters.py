@@ -19,7 +19,6 @@ from meerbench.errors import ModelError
 from meerbench.io import sha256_file
 from meerbench.models.base import FaceModel, FaceModelCfg, TorchFaceModel
 from meerbench.models.weights import bundled_dlib_files, load_checkpoint
-from meerbench.models.weights import safe_torch_load as safe_torch_load  # for meerbench.train
 
 
 def checkpoint_model(name: str, cfg: FaceModelCfg, net: nn.Module, path: Path) -> TorchFaceModel:

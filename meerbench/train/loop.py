@@ -35,8 +35,8 @@ from meerbench.engine.distributed import init_from_env
 from meerbench.engine.embed import auto_precision
 from meerbench.errors import ModelError, TrainingError
 from meerbench.io import atomic_open, sha256_file, write_text
-from meerbench.models.adapters import safe_torch_load
 from meerbench.models.meer import MeerNet, contract
+from meerbench.models.weights import safe_torch_load
 from meerbench.settings import resolve_device
 from meerbench.train import losses as L
 from meerbench.train.config import TrainConfig, load_config

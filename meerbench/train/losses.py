@@ -150,7 +150,7 @@ class Perceptual(nn.Module):
             raise ModelError(f"VGG-16 weights for the perceptual loss not found at {path}; set "
                              "losses.perceptual_weights to a local file or weight it 0.")
         layers = vgg16(weights=None).features[:16]
-        from meerbench.models.adapters import safe_torch_load
+        from meerbench.models.weights import safe_torch_load
 
         state = safe_torch_load(path, "cpu", "set losses.perceptual_weights to torchvision's "
                                              "VGG-16 state dict, or weight the loss 0.")
