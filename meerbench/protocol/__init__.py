@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from meerbench.data.dataset import DatasetSpec
-from meerbench.data.formats.inputs import decode_text
+from meerbench.data.formats.inputs import read_yaml
 from meerbench.errors import ProtocolError
 from meerbench.protocol.sampling import (
     CONDITIONS,
@@ -198,16 +198,7 @@ def _dataset_spec(fields: Fields, default_name: str) -> DatasetSpec:
 
 def read_protocol_file(path: Path) -> Protocol:
     """Load and validate one protocol YAML file."""
-    try:
-        text = decode_text(path.read_bytes(), path, ProtocolError)
-    except FileNotFoundError:
-        raise ProtocolError(f"Protocol file not found: {path}") from None
-    except OSError as exc:
-        raise ProtocolError(f"Cannot read protocol file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    data = read_yaml(path, "protocol file", ProtocolError)
     return parse_protocol(data, str(path))
 
 

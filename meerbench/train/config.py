@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from meerbench.data.formats.inputs import decode_text
+from meerbench.data.formats.inputs import read_yaml
 from meerbench.errors import ProtocolError
 from meerbench.models.meer import MeerArch
 from meerbench.schema import Fields
@@ -154,14 +154,7 @@ class TrainConfig:
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a training YAML file."""
     path = Path(path)
-    try:
-        text = decode_text(path.read_bytes(), path, ProtocolError)
-    except OSError as exc:
-        raise ProtocolError(f"Cannot read training config {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    data = read_yaml(path, "training config", ProtocolError)
     return parse_config(data, str(path))
 
 

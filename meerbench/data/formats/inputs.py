@@ -10,6 +10,7 @@ text, so a name that is not (a Linux file name is any bytes) is refused, naming 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from meerbench.data.dataset import Dataset
 from meerbench.errors import DatasetError, MeerbenchError
@@ -89,12 +90,22 @@ def decode_text(data: bytes, path: Path | str, error: type[MeerbenchError] = Dat
                     "the file as UTF-8.") from None
 
 
-def read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str, error: type[MeerbenchError] = DatasetError) -> str:
     """A UTF-8 text file (see ``decode_text``); a missing or unreadable file names ``what``."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"{what} not found: {path}") from None
+        raise error(f"{what[:1].upper()}{what[1:]} not found: {path}") from None
     except OSError as exc:
-        raise DatasetError(f"Cannot read {what} {path}: {exc.strerror or exc}") from None
-    return decode_text(data, path)
+        raise error(f"Cannot read {what} {path}: {exc.strerror or exc}") from None
+    return decode_text(data, path, error)
+
+
+def read_yaml(path: Path, what: str, error: type[MeerbenchError]) -> Any:
+    """A UTF-8 YAML file (protocols, training configs); a syntax error is one line naming it."""
+    import yaml
+
+    try:
+        return yaml.safe_load(read_text(path, what, error))
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
