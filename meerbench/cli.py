@@ -313,7 +313,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_mask(args: argparse.Namespace) -> int:
     from meerbench.data.masking import MaskingSpec, mask_folder
-    from meerbench.data.masks import resolve_families
+    from meerbench.data.render.occluders import resolve_families
 
     spec = MaskingSpec(seed=args.seed, families=resolve_families(args.families),
                        landmarks=args.landmarks)

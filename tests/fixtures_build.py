@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from meerbench.data.synthface import render_face
+from meerbench.data.render.face import render_face
 
 SEED = 7
 JPEG_QUALITY = 85

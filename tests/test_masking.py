@@ -24,7 +24,12 @@ from meerbench.data.masking import (
     mask_folder,
     mask_image,
 )
-from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES, OccluderSpec, render_occluder
+from meerbench.data.render.occluders import (
+    SEEN_FAMILIES,
+    UNSEEN_FAMILIES,
+    OccluderSpec,
+    render_occluder,
+)
 from meerbench.errors import DatasetError, MeerbenchError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lfw" / "lfw"

@@ -13,8 +13,10 @@ import PIL
 import pytest
 from PIL import Image
 
-from meerbench.data import masks, synthface
-from meerbench.data.synthface import SplitSpec, generate_split, render_face
+from meerbench.data import synthface
+from meerbench.data.render import face, occluders
+from meerbench.data.render.face import render_face
+from meerbench.data.synthface import SplitSpec, generate_split
 from meerbench.errors import MeerbenchError
 
 # sha256 of image | unmasked | mask map | landmarks bytes, computed once with this code: a change
@@ -31,7 +33,7 @@ PINNED = {
 }
 
 
-def digest(r: synthface.FaceRender) -> str:
+def digest(r: face.FaceRender) -> str:
     h = hashlib.sha256()
     h.update(r.image.tobytes())
     h.update(r.unmasked.tobytes())
@@ -44,7 +46,7 @@ def digest(r: synthface.FaceRender) -> str:
 @pytest.mark.parametrize("key", sorted(PINNED))
 def test_renders_are_byte_identical_to_the_pinned_hashes(key: tuple) -> None:
     seed, identity, index, masked, which = key
-    families = masks.SEEN_FAMILIES if which == "seen" else masks.UNSEEN_FAMILIES
+    families = occluders.SEEN_FAMILIES if which == "seen" else occluders.UNSEEN_FAMILIES
     r = render_face(seed, identity, index, masked=masked, families=families)
     again = render_face(seed, identity, index, masked=masked, families=families)
     assert digest(r) == digest(again)
@@ -62,14 +64,14 @@ def test_render_contract() -> None:
     assert r.landmarks.shape == (68, 2) and r.landmarks.dtype == np.float32
     m = render_face(3, 5, 1, masked=True)
     assert m.mask_map is not None and m.mask_map.dtype == bool
-    assert m.occluder is not None and m.occluder.family in masks.SEEN_FAMILIES
+    assert m.occluder is not None and m.occluder.family in occluders.SEEN_FAMILIES
     with pytest.raises(ValueError, match=">= 0"):
         render_face(3, -1, 0, masked=False)
 
 
 def test_twin_is_exact_outside_the_occluder_and_differs_inside() -> None:
     for index in range(12):
-        r = render_face(9, index % 4, index, masked=True, families=masks.FAMILIES)
+        r = render_face(9, index % 4, index, masked=True, families=occluders.FAMILIES)
         assert r.mask_map is not None
         outside = ~r.mask_map
         assert np.array_equal(r.image[outside], r.unmasked[outside])
@@ -90,15 +92,15 @@ def test_finishing_a_crop_equals_finishing_the_whole_frame(blur: float, jpeg: in
     occluded = rng.integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
     light = rng.uniform(0.5, 1.2, size=(112, 112, 3)).astype(np.float32)
     noise = rng.normal(0, 4, size=(112, 112, 3)).astype(np.float32)
-    nz = dataclasses.replace(synthface._nuisance(np.random.default_rng(1)), blur=blur, jpeg=jpeg)
-    unmasked = synthface._develop(synthface._expose(base * light, nz, noise), nz)
-    whole = synthface._develop(synthface._expose(occluded * light, nz, noise), nz)
+    nz = dataclasses.replace(face._nuisance(np.random.default_rng(1)), blur=blur, jpeg=jpeg)
+    unmasked = face._develop(face._expose(base * light, nz, noise), nz)
+    whole = face._develop(face._expose(occluded * light, nz, noise), nz)
     boxes = [(40, 20, 100, 90), (0, 0, 30, 112), (70, 90, 112, 112), (57, 33, 58, 34)]
     for y0, x0, y1, x1 in boxes:
         mask_map = np.zeros((112, 112), dtype=bool)
         mask_map[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.7
         mask_map[y0, x0] = True
-        got = synthface._finish_occluded(occluded, light, noise, mask_map, unmasked, nz)
+        got = face._finish_occluded(occluded, light, noise, mask_map, unmasked, nz)
         assert np.array_equal(got, np.where(mask_map[..., None], whole, unmasked)), (y0, x0)
 
 
@@ -110,7 +112,7 @@ def test_landmarks_lie_in_the_image_near_the_arcface_template() -> None:
         assert (features > 0).all() and (features < 112).all()
         assert (lm > -10).all() and (lm < 122).all()
         eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
-        errors.append(np.abs(eyes - synthface.TEMPLATE[:2]).max())
+        errors.append(np.abs(eyes - face.TEMPLATE[:2]).max())
     assert max(errors) < 14 and np.mean(errors) < 7  # pose jitter, not misalignment
     assert np.mean(errors) > 1  # ... but there is jitter
 
@@ -130,20 +132,20 @@ def test_same_identity_is_closer_than_different_identities() -> None:
 
 
 def test_identity_parameters() -> None:
-    names = [f.name for f in dataclasses.fields(synthface.IdentityParams)]
+    names = [f.name for f in dataclasses.fields(face.IdentityParams)]
     assert len(names) >= 20
     for lower in ("mouth_width", "lower_lip", "jaw_width", "chin_point", "facial_hair", "marks"):
         assert lower in names
-    a, b = synthface.identity_params(1, 2), synthface.identity_params(1, 2)
-    assert a == b and a != synthface.identity_params(1, 3) and a != synthface.identity_params(2, 2)
-    params = [synthface.identity_params(0, i) for i in range(200)]
-    assert {p.hair_style for p in params} == set(synthface.HAIR_STYLES)
-    assert {p.facial_hair for p in params} == set(synthface.FACIAL_HAIR)
+    a, b = face.identity_params(1, 2), face.identity_params(1, 2)
+    assert a == b and a != face.identity_params(1, 3) and a != face.identity_params(2, 2)
+    params = [face.identity_params(0, i) for i in range(200)]
+    assert {p.hair_style for p in params} == set(face.HAIR_STYLES)
+    assert {p.facial_hair for p in params} == set(face.FACIAL_HAIR)
     assert all(p.mouth_y + p.lower_lip + 10 <= p.face_length + 1e-9 for p in params)
 
 
 TINY = SplitSpec(name="tiny", seed=3, first_identity=10, n_identities=3, n_unmasked=2,
-                 n_masked=2, families=masks.SEEN_FAMILIES)
+                 n_masked=2, families=occluders.SEEN_FAMILIES)
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -164,7 +166,7 @@ def test_generate_split_writes_a_complete_manifest(tmp_path: Path) -> None:
     for row in rows:
         masked = row["masked"] == "1"
         assert row["split"] == "tiny"
-        assert (row["mask_type"] in masks.SEEN_FAMILIES) == masked
+        assert (row["mask_type"] in occluders.SEEN_FAMILIES) == masked
         assert bool(row["twin"]) == masked and bool(row["mask_map"]) == masked
         image = np.asarray(Image.open(out / row["path"]))
         assert image.shape == (112, 112, 3)
@@ -181,7 +183,7 @@ def test_generate_split_writes_a_complete_manifest(tmp_path: Path) -> None:
     with open(out / "occluders.csv", newline="") as fh:
         logged = list(csv.DictReader(fh))
     assert [o["path"] for o in logged] == [r["path"] for r in rows if r["masked"] == "1"]
-    spec = masks.OccluderSpec.from_dict({k: v for k, v in logged[3].items() if k != "path"})
+    spec = occluders.OccluderSpec.from_dict({k: v for k, v in logged[3].items() if k != "path"})
     assert spec == r.occluder  # the log regenerates the occluder exactly
 
 

@@ -32,7 +32,7 @@ from meerbench.data.align import (
 )
 from meerbench.data.dataset import Dataset, Sample
 from meerbench.data.images import IMAGE_SUFFIXES, read_rgb
-from meerbench.data.masks import (
+from meerbench.data.render.occluders import (
     SEEN_FAMILIES,
     OccluderSpec,
     render_occluder,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meerbench.data.masks import SEEN_FAMILIES
+from meerbench.data.render.occluders import SEEN_FAMILIES
 from meerbench.errors import ConfigError, ModelError
 from meerbench.models.base import TorchFaceModel
 from meerbench.models.card_schema import Card, cards_dir, read_card

@@ -172,7 +172,7 @@ def _check_settings(kind: Any, settings: Mapping[str, Any], source: str) -> None
 
 
 def _masking(fields: Fields) -> SyntheticMasking:
-    from meerbench.data.masks import SEEN_FAMILIES, UNSEEN_FAMILIES
+    from meerbench.data.render.occluders import SEEN_FAMILIES, UNSEEN_FAMILIES
 
     named = {"seen": tuple(SEEN_FAMILIES), "unseen": tuple(UNSEEN_FAMILIES)}
     raw = fields.get("families", (str, list), "seen")

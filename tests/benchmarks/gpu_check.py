@@ -27,8 +27,8 @@ import torch
 import yaml
 from engine_ratio import plain_loop, random_iresnet
 
-from meerbench.data import masks
-from meerbench.data.synthface import render_face
+from meerbench.data.render import occluders
+from meerbench.data.render.face import render_face
 from meerbench.engine.embed import ArrayImages, embed
 from meerbench.models import load_model
 from meerbench.models.base import TorchFaceModel
@@ -57,7 +57,7 @@ def forward_throughput(model: TorchFaceModel, device: torch.device, batch: int,
 def synthface_images(n: int) -> torch.Tensor:
     """n SynthFace test-split faces, half masked (seen families), as uint8 (n, 112, 112, 3)."""
     faces = [render_face(2311, 1_000_000 + i // 4, i % 4, masked=i % 2 == 1,
-                         families=masks.SEEN_FAMILIES).image for i in range(n)]
+                         families=occluders.SEEN_FAMILIES).image for i in range(n)]
     return torch.from_numpy(np.stack(faces))
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from meerbench.data import masks
-from meerbench.data.synthface import SplitSpec, generate_split, render_face
+from meerbench.data.render import occluders
+from meerbench.data.render.face import render_face
+from meerbench.data.synthface import SplitSpec, generate_split
 
 BATCH = 50
 
@@ -27,7 +28,7 @@ def test_render_face_speed(benchmark: pytest.FixtureRequest, masked: bool) -> No
         start = time.process_time()
         for _ in range(BATCH):
             i = next(counter)
-            render_face(2311, i % 97, i, masked=masked, families=masks.SEEN_FAMILIES)
+            render_face(2311, i % 97, i, masked=masked, families=occluders.SEEN_FAMILIES)
         cpu.append(time.process_time() - start)
 
     benchmark.pedantic(batch, rounds=5, warmup_rounds=1)
@@ -42,7 +43,7 @@ def test_generate_split_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) 
     twin and occluder map per masked image, manifest, landmarks."""
     counter = iter(range(10**9))
     spec_args = dict(seed=2311, n_identities=4, n_unmasked=10, n_masked=10,
-                     families=masks.SEEN_FAMILIES)
+                     families=occluders.SEEN_FAMILIES)
     n_images = 4 * 20
 
     def write() -> None:

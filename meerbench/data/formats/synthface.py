@@ -22,10 +22,11 @@ class SynthFaceFormat:
 
     def read(self, root: Path | None, options: dict[str, Any], name: str, *,
              progress: bool = True) -> Dataset:
-        from meerbench.data import masks, synthface
+        from meerbench.data import synthface
+        from meerbench.data.render.occluders import FAMILY_SETS, resolve_families
 
         f = Fields(options, f"dataset '{name}'", "dataset.options")
-        occluders = f.choice("occluders", tuple(masks.FAMILY_SETS), "seen")
+        occluders = f.choice("occluders", tuple(FAMILY_SETS), "seen")
         try:
             spec = synthface.SplitSpec(
                 name=f.name("split"),
@@ -34,7 +35,7 @@ class SynthFaceFormat:
                 n_identities=f.positive_int("n_identities"),
                 n_unmasked=f.get("n_unmasked", int),
                 n_masked=f.positive_int("n_masked"),
-                families=masks.resolve_families(occluders),
+                families=resolve_families(occluders),
             )
         except ConfigError as exc:
             raise ProtocolError(f"dataset '{name}' (dataset.options): {exc}") from None

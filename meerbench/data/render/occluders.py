@@ -19,7 +19,6 @@ points: jaw, nose bridge and ears then follow the eye/mouth geometry, not the tr
 from __future__ import annotations
 
 import colorsys
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -27,9 +26,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from PIL import Image, ImageDraw
 
+from meerbench.data.render.draw import RGB, bezier, blend, scale_rgb, skin_tone, unit_circle
 from meerbench.errors import ConfigError
-
-RGB = tuple[int, int, int]
 
 SEEN_FAMILIES: tuple[str, ...] = ("surgical", "cloth", "n95", "kn95", "fabric")
 UNSEEN_FAMILIES: tuple[str, ...] = ("scarf", "hand", "gaiter")
@@ -78,39 +76,11 @@ _CANON_68 = np.array(
 )
 
 
-def unit_circle(n: int) -> np.ndarray:
-    """n points on the unit circle, rounded so libm differences cannot leak into shapes."""
-    return np.array(
-        [(round(math.cos(2 * math.pi * k / n), 12), round(math.sin(2 * math.pi * k / n), 12))
-         for k in range(n)]
-    )
-
-
 _CIRCLE = unit_circle(40)
 _HALF_CIRCLE = np.array(
     [(round(math.cos(math.pi * k / 10), 12), round(math.sin(math.pi * k / 10), 12))
      for k in range(11)]
 )
-def skin_tone(t: float) -> RGB:
-    """A skin colour from a light (t=0) to dark (t=1) ramp; shared by SynthFace and hands."""
-    ramp = ((244, 214, 190), (229, 185, 150), (198, 144, 106), (150, 100, 68), (96, 62, 42))
-    x = min(max(t, 0.0), 1.0) * (len(ramp) - 1)
-    i = min(int(x), len(ramp) - 2)
-    return blend(ramp[i], ramp[i + 1], x - i)
-
-
-def blend(c1: Sequence[int], c2: Sequence[int], t: float) -> RGB:
-    """Colour ``t`` of the way from c1 to c2, rounded."""
-    r, g, b = (int(p + (q - p) * t + 0.5) for p, q in zip(c1, c2, strict=True))
-    return (r, g, b)
-
-
-def scale_rgb(c: Sequence[int], f: float) -> RGB:
-    """Colour c brightened (f > 1) or darkened (f < 1), clipped to 255."""
-    r, g, b = (min(255, int(x * f + 0.5)) for x in c)
-    return (r, g, b)
-
-
 def _hex(c: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*c)
 
@@ -403,19 +373,6 @@ class _Frame:
 
 def _norm(v: np.ndarray) -> np.ndarray:
     return v / np.sqrt((v * v).sum(-1, keepdims=True))
-
-
-@functools.cache
-def _bezier_weights(n: int) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    return np.hstack([(1 - t) * (1 - t), 2 * (1 - t) * t, t * t])
-
-
-def bezier(p0: Sequence[float], p1: Sequence[float], p2: Sequence[float], n: int) -> np.ndarray:
-    """(n, 2) points of the quadratic Bezier curve p0 -> p2 pulled towards p1."""
-    w = _bezier_weights(n)
-    return (w[:, :1] * np.asarray(p0, dtype=np.float64) + w[:, 1:2] * np.asarray(p1)
-            + w[:, 2:] * np.asarray(p2))
 
 
 def _circle(c: np.ndarray, r: float) -> np.ndarray:
