@@ -28,13 +28,12 @@ def test_alignment_mismatch_names_both_values():
         check_alignment(FaceModelCfg(alignment="mtcnn-96"), ARCFACE_112)
 
 
-def test_training_normalisation_is_the_contracts():
-    from meerbench.models.meer import MeerArch, contract, signed_pixels
+def test_meer_contract_maps_every_pixel_value_to_signed_range():
+    from meerbench.models.meer import MeerArch, contract
 
     images = torch.arange(256).to(torch.uint8).view(1, 16, 16, 1).expand(1, 16, 16, 3)
     cfg = contract(MeerArch(input_size=16))  # every uint8 value, at the input size
-    assert torch.equal(cfg.preprocess(images), signed_pixels(images))
-    assert torch.equal(signed_pixels(images), images.permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert torch.equal(cfg.preprocess(images), images.permute(0, 3, 1, 2).float() / 127.5 - 1)
 
 
 def test_the_contract_has_one_owner():

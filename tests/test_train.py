@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 
+from meerbench.data.images import read_rgb
 from meerbench.errors import ProtocolError, TrainingError
+from meerbench.models.meer import contract
 from meerbench.train import train
 from meerbench.train.config import load_config, parse_config
-from meerbench.train.data import step_indices
+from meerbench.train.data import load_train_data, make_batch, step_indices
 from meerbench.train.loop import lr_factor
 
 TINY_TRAIN = {
@@ -105,6 +107,20 @@ def test_data_order_is_the_stream_of_seeded_epoch_permutations():
     for step in (3, 0, 2, 2, 7, 1):  # out of order and repeated; 2 and 7 cross epochs
         assert np.array_equal(step_indices(10, 4, step, seed=1), stream[4 * step:4 * step + 4])
     assert not np.array_equal(step_indices(10, 4, 0, seed=1), step_indices(10, 4, 0, seed=2))
+
+
+def test_training_sees_the_pixels_evaluation_sees(tmp_path):
+    """A batch is the network's contract applied to the original files, up to the uint8
+    rounding of the resized cache (half a grey level: 0.5 / 127.5 in [-1, 1] units)."""
+    cfg = load_config(write_tiny_run(tmp_path))
+    data = load_train_data(cfg, progress=False)
+    rows = np.arange(6)
+    batch = make_batch(data, rows, np.zeros(6, bool))
+    files = [data.dataset.samples[i].path for i in data.pairs.masked[rows]]
+    originals = torch.from_numpy(np.stack([read_rgb(f) for f in files]))
+    expected = contract(cfg.arch, cfg.flip_fusion).preprocess(originals)
+    assert batch.masked.shape == expected.shape == (6, 3, 32, 32)
+    assert (batch.masked - expected).abs().max() <= 0.5 / 127.5 + 1e-6
 
 
 def test_lr_schedule_warms_up_then_decays(tmp_path):

@@ -97,13 +97,6 @@ class Encoded:
     family_logits: torch.Tensor | None = None  # (N, families)
 
 
-def signed_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1] at the same size: the contract's normalisation (what
-    ``contract(arch).preprocess`` gives for images already at the input size)."""
-    return FaceModelCfg(channels="RGB", mean=(0.5,) * 3, std=(0.5,) * 3).preprocess(
-        images, resize=False)
-
-
 def _conv_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
                          nn.BatchNorm2d(cout), nn.PReLU(cout))

@@ -1,7 +1,7 @@
 """Training data: (masked, unmasked twin, occluder map) pairs held in memory as uint8 tensors.
 
-The training protocol's images are decoded once, resized to the model's input size with the same
-antialiased bilinear resize the FaceModel contract applies at test time, and kept in an on-disk
+The training protocol's images are decoded once, resized to the model's input size by the
+FaceModel contract's own resize (``contract.resize_to``), rounded to uint8 and kept in an on-disk
 cache (``$MEERBENCH_HOME/train-cache``) shared by every run with that input size. At 64x64 the
 2,000-identity ``synthmask-train`` split (40,000 masked images and their 40,000 twins) is about
 1 GB of images plus 0.16 GB of maps; the 112x112 originals would be 3 GB.
@@ -9,7 +9,8 @@ cache (``$MEERBENCH_HOME/train-cache``) shared by every run with that input size
 Batches are a pure function of (seed, step): each epoch is a seeded permutation of the training
 pairs and a step takes the next ``batch_pairs`` positions of that stream, and flips are drawn from
 a generator seeded by (seed, step). Resuming at step N therefore continues the same data order
-with no sampler state to save.
+with no sampler state to save. Batches are normalised by the trained network's contract
+(``FaceModelCfg.preprocess``), the function every evaluation applies.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from meerbench.data.dataset import Dataset
 from meerbench.data.formats import open_dataset
 from meerbench.data.images import read_mask, read_rgb
 from meerbench.engine.distributed import rank_zero_first
 from meerbench.errors import DatasetError
-from meerbench.models.meer import signed_pixels
+from meerbench.models.contract import FaceModelCfg, resize_to
+from meerbench.models.meer import contract
 from meerbench.protocol import load_protocol
 from meerbench.store import Artefact
 from meerbench.train.config import TrainConfig
@@ -54,6 +55,11 @@ class TrainData:
     pairs: PairTable  # training pairs (held-out identities removed)
     classes: int  # training identities
     holdout: list[str]  # held-out identity names (validation only)
+    contract: FaceModelCfg  # the trained network's preprocessing contract
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Cached uint8 (N, S, S, 3) rows -> the network's input (already at its size)."""
+        return self.contract.preprocess(images, resize=False)
 
 
 def load_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
@@ -92,7 +98,7 @@ def load_train_data(cfg: TrainConfig, progress: bool = True) -> TrainData:
     table = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
     pairs = PairTable(table[:, 0], table[:, 1], table[:, 2], table[:, 3])
     return TrainData(dataset, torch.from_numpy(images), torch.from_numpy(maps), pairs,
-                     len(train_ids), holdout)
+                     len(train_ids), holdout, contract(cfg.arch, cfg.flip_fusion))
 
 
 def cached_arrays(dataset: Dataset, size: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -127,12 +133,8 @@ def _decode_resized(dataset: Dataset, size: int, progress: bool, folder: Path) -
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) values 0..255 -> uint8 at size x size, resized as FaceModelCfg.preprocess."""
-    x = x.float()
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+    """(N, C, H, W) values 0..255 -> uint8 at size x size, by the contract's resize."""
+    return resize_to(x.float(), (size, size)).round().clamp(0, 255).to(torch.uint8)
 
 
 def step_indices(n_pairs: int, batch: int, step: int, seed: int) -> np.ndarray:
@@ -173,8 +175,8 @@ class Batch:
 def make_batch(data: TrainData, rows: np.ndarray, flips: np.ndarray) -> Batch:
     """Gather pair ``rows``; ``flips`` (bool per row) mirrors image, twin and map together."""
     p = data.pairs
-    masked = signed_pixels(data.images[p.masked[rows]])
-    unmasked = signed_pixels(data.images[p.twin[rows]])
+    masked = data.preprocess(data.images[p.masked[rows]])
+    unmasked = data.preprocess(data.images[p.twin[rows]])
     maps = data.maps[p.masked[rows]].float().div(255).unsqueeze(1)
     flip = torch.from_numpy(flips)
     if flip.any():

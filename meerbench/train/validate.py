@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from meerbench.metrics.verification import kfold_accuracy, tar_at_far
-from meerbench.models.meer import MeerNet, signed_pixels
+from meerbench.models.meer import MeerNet
 from meerbench.protocol import PairList, VerificationTask, build_pairs
 from meerbench.train.config import CONDITIONS, TrainConfig
 from meerbench.train.data import TrainData, holdout_dataset, rows_of
@@ -68,7 +68,7 @@ class Validator:
         return metrics
 
     def _images(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-        x = signed_pixels(self.data.images[torch.from_numpy(rows)].to(device))
+        x = self.data.preprocess(self.data.images[torch.from_numpy(rows)].to(device))
         if self.cfg.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
