@@ -268,7 +268,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from meerbench.engine.evaluate import prepare_dataset
     from meerbench.io import ensure_writable_dir, write_text
-    from meerbench.protocol import build_gallery, build_pairs, load_protocol
+    from meerbench.protocol import load_protocol, task_type
 
     proto = load_protocol(args.protocol)
     out = ensure_writable_dir(Path(args.out))
@@ -289,21 +289,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(f"  Differences: {proto.published['notes']}")
     stem = f"{proto.id}-v{proto.version}"
     keys = [s.key for s in dataset.samples]
-    if proto.verification is not None:
-        pairs = build_pairs(proto.verification, dataset)
-        rows = ["condition,fold,ref,probe,label"] + [
-            f"{c},{f},{keys[r]},{keys[p]},{lab}" for r, p, lab, f, c in zip(
-                pairs.ref, pairs.probe, pairs.label, pairs.fold, pairs.condition, strict=True)]
-        write_text(out / f"{stem}-pairs.csv", "\n".join(rows) + "\n")
-        print(f"  pairs: {len(pairs.label):,} -> {out / (stem + '-pairs.csv')} "
-              f"(sha256 {pairs.sha256[:16]})")
-    if proto.identification is not None:
-        gal = build_gallery(proto.identification, dataset)
-        rows = ["role,key"] + [f"gallery,{keys[i]}" for i in gal.gallery] + [
-            f"probe,{keys[i]}" for i in gal.probes]
-        write_text(out / f"{stem}-gallery.csv", "\n".join(rows) + "\n")
-        print(f"  gallery: {len(gal.gallery):,} images, probes: {len(gal.probes):,} -> "
-              f"{out / (stem + '-gallery.csv')} (sha256 {gal.sha256[:16]})")
+    for name, config in proto.tasks.items():  # each task's lists, in the protocol's order
+        plan = task_type(name).plan(config, dataset)
+        listing = task_type(name).list_file(plan, keys)
+        if listing is not None:
+            path = out / f"{stem}-{listing.suffix}.csv"
+            write_text(path, listing.text())
+            print(f"  {listing.summary} -> {path} (sha256 {(plan.sha256 or '')[:16]})")
     if "alignment" in info:
         a = info["alignment"]
         print(f"  aligned with {a['aligner']}: {a['aligned']:,}; centre-crop fallback: "

@@ -33,8 +33,9 @@ def test_builtin_synthmask_protocols_are_registered_and_valid():
         proto = load_protocol(name)
         assert proto.id == name and proto.version >= 1 and len(proto.sha256) == 64
     sm = load_protocol("synthmask")
-    assert sm.verification.pairs_per_fold * sm.verification.folds == 6000
-    assert sm.identification.gallery_identities == 250
+    verification, identification = sm.tasks["verification"], sm.tasks["identification"]
+    assert verification.pairs_per_fold * verification.folds == 6000
+    assert identification.gallery_identities == 250
     assert sm.dataset.options["n_identities"] == 300
 
 
@@ -101,10 +102,10 @@ def test_too_few_images_for_pairs_is_a_clear_error():
 def test_gallery_is_unmasked_and_nonmated_probes_exist():
     proto = parse_protocol(TINY, "mem.yaml")
     ds = fake_dataset(n_ids=20)
-    g = build_gallery(proto.identification, ds)
+    g = build_gallery(proto.tasks["identification"], ds)
     ids = np.array([s.identity for s in ds.samples])
     assert len(g.gallery) == 15 and not any(ds.samples[i].masked for i in g.gallery)
     assert all(ds.samples[i].masked for i in g.probes)
     nonmated = set(ids[g.probes]) - set(ids[g.gallery])
     assert len(nonmated) == 5
-    assert build_gallery(proto.identification, fake_dataset(n_ids=20)).sha256 == g.sha256
+    assert build_gallery(proto.tasks["identification"], fake_dataset(n_ids=20)).sha256 == g.sha256

@@ -96,16 +96,6 @@ class Protocol:
     sha256: str
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
-    @property
-    def verification(self) -> VerificationTask | None:
-        """The pair-list spec of the verification task (``meerbench prepare`` writes it)."""
-        return self.tasks.get("verification")
-
-    @property
-    def identification(self) -> IdentificationTask | None:
-        """The gallery spec of the identification task (``meerbench prepare`` writes it)."""
-        return self.tasks.get("identification")
-
     def provenance(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "sha256": self.sha256,
                 "source": self.source}

@@ -128,6 +128,20 @@ class Plan:
     lists: Any = None
 
 
+@dataclass(frozen=True)
+class ListFile:
+    """A task's lists as ``meerbench prepare`` writes them: ``<protocol>-v<N>-<suffix>.csv``
+    with ``header`` and one line per row; ``summary`` is its console line."""
+
+    suffix: str
+    header: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    summary: str
+
+    def text(self) -> str:
+        return "\n".join(",".join(map(str, line)) for line in [self.header, *self.rows]) + "\n"
+
+
 @dataclass
 class Outcome:
     """What a task's run gives: its section, counts and side files (role -> file name)."""
@@ -189,6 +203,10 @@ class Task:
         """The lists of this task on ``dataset``; default: none, nothing to embed."""
         return Plan()
 
+    def list_file(self, plan: Plan, keys: list[str]) -> ListFile | None:
+        """The plan's lists as a file (``keys``: sample keys by index); default: none."""
+        return None
+
     def run(self, config: Any, plan: Plan, ctx: Context) -> Outcome:
         raise NotImplementedError
 
@@ -230,5 +248,5 @@ def sections(metrics: dict[str, Any]) -> Iterable[tuple[Task, Any]]:
             yield task, found
 
 
-__all__ = ["Cell", "Context", "Metric", "Outcome", "Plan", "STATUSES", "Section", "Task",
-           "interval", "register_task", "sci", "sections", "task_type", "task_types"]
+__all__ = ["Cell", "Context", "ListFile", "Metric", "Outcome", "Plan", "STATUSES", "Section",
+           "Task", "interval", "register_task", "sci", "sections", "task_type", "task_types"]

@@ -13,7 +13,18 @@ from meerbench.data.dataset import Dataset
 from meerbench.metrics.identification import IdentificationSettings
 from meerbench.protocol.sampling import Gallery, IdentificationTask, build_gallery
 from meerbench.schema import Fields
-from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task, interval, sci
+from meerbench.tasks import (
+    Cell,
+    Context,
+    ListFile,
+    Metric,
+    Outcome,
+    Plan,
+    Section,
+    Task,
+    interval,
+    sci,
+)
 
 
 def metric(key: str) -> Metric:
@@ -57,6 +68,13 @@ class Identification(Task):
     def plan(self, config: IdentificationTask, dataset: Dataset) -> Plan:
         gallery = build_gallery(config, dataset)
         return Plan(np.concatenate([gallery.gallery, gallery.probes]), gallery.sha256, gallery)
+
+    def list_file(self, plan: Plan, keys: list[str]) -> ListFile:
+        gallery: Gallery = plan.lists
+        rows = [("gallery", keys[i]) for i in gallery.gallery] + [
+            ("probe", keys[i]) for i in gallery.probes]
+        return ListFile("gallery", ("role", "key"), rows, f"gallery: {len(gallery.gallery):,} "
+                        f"images, probes: {len(gallery.probes):,}")
 
     def run(self, config: IdentificationTask, plan: Plan, ctx: Context) -> Outcome:
         from meerbench.metrics.identification import identification_report

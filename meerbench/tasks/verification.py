@@ -18,7 +18,18 @@ from meerbench.data.dataset import Dataset
 from meerbench.metrics.verification import VerificationSettings
 from meerbench.protocol.sampling import CONDITIONS, PairList, VerificationTask, build_pairs
 from meerbench.schema import Fields
-from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task, interval, sci
+from meerbench.tasks import (
+    Cell,
+    Context,
+    ListFile,
+    Metric,
+    Outcome,
+    Plan,
+    Section,
+    Task,
+    interval,
+    sci,
+)
 
 RULES = ("acc", "auc", "eer", "tar@")
 
@@ -93,6 +104,13 @@ class Verification(Task):
     def plan(self, config: VerificationTask, dataset: Dataset) -> Plan:
         pairs = build_pairs(config, dataset)
         return Plan(np.concatenate([pairs.ref, pairs.probe]), pairs.sha256, pairs)
+
+    def list_file(self, plan: Plan, keys: list[str]) -> ListFile:
+        pairs: PairList = plan.lists
+        rows = [(c, f, keys[r], keys[p], lab) for r, p, lab, f, c in zip(
+            pairs.ref, pairs.probe, pairs.label, pairs.fold, pairs.condition, strict=True)]
+        return ListFile("pairs", ("condition", "fold", "ref", "probe", "label"), rows,
+                        f"pairs: {len(rows):,}")
 
     def run(self, config: VerificationTask, plan: Plan, ctx: Context) -> Outcome:
         pairs: PairList = plan.lists
