@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", help="list registered models, protocols or dataset formats")
-    lst.add_argument("what", choices=("models", "protocols", "datasets"))
+    lst = sub.add_parser("list", help="list registered models, protocols, dataset formats or "
+                         "task types")
+    lst.add_argument("what", choices=("models", "protocols", "datasets", "tasks"))
     lst.set_defaults(func=cmd_list)
 
     prep = sub.add_parser("prepare", help="check a dataset, prepare its faces, write its lists")
@@ -256,9 +257,10 @@ def cmd_list(args: argparse.Namespace) -> int:
              "the occluder, then any model above (e.g. inpaint-telea+fisherfaces)")
             for name in sorted(RESTORERS)]
     else:
-        from meerbench.data.formats import DATASETS
+        from meerbench.registry import DATASETS, TASKS
 
-        rows = [(e.name, e.description) for e in DATASETS.entries()]
+        registry = DATASETS if args.what == "datasets" else TASKS
+        rows = [(e.name, e.description) for e in registry.entries()]
     width = max((len(name) for name, _ in rows), default=0)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")

@@ -1,13 +1,13 @@
-"""One generic registry for models, protocols and dataset formats.
+"""One generic registry for models, protocols, dataset formats and task types.
 
 Each registry loads its built-ins on first use (``builtins``: the module that registers them, or
 a ``"module:function"`` called with the registry), so ``MODELS.names()`` is complete without
 importing anything first, and ``import meerbench`` imports neither torch nor the built-ins.
 Built-ins register an object or a lazy ``"module:attr"`` string. Third-party packages add entries
-through the entry-point groups ``meerbench.models``, ``meerbench.protocols`` and
-``meerbench.datasets``. A name is registered once: a second registration is an error naming both
-sources, and a plugin whose name a built-in already has is ignored with a warning. Unknown names
-fail with the known names and the closest match.
+through the entry-point groups ``meerbench.models``, ``meerbench.protocols``,
+``meerbench.datasets`` and ``meerbench.tasks``. A name is registered once: a second registration
+is an error naming both sources, and a plugin whose name a built-in already has is ignored with a
+warning. Unknown names fail with the known names and the closest match.
 """
 
 from __future__ import annotations
@@ -115,6 +115,16 @@ class Registry:
                 continue
             self._entries[ep.name] = plugin
 
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a test or notebook that registered something for a while)."""
+        self.entry(name)
+        del self._entries[name]
+
+    def loaded(self) -> list[Any]:
+        """Every registered object, in registration order: built-ins first, as they register."""
+        self._discover()
+        return [entry.load() for entry in list(self._entries.values())]
+
     def __contains__(self, name: str) -> bool:
         self._discover()
         return name in self._entries
@@ -152,3 +162,4 @@ class Registry:
 MODELS = Registry("model", "meerbench.models", "meerbench.models.cards:register_builtins")
 PROTOCOLS = Registry("protocol", "meerbench.protocols", "meerbench.protocol")
 DATASETS = Registry("dataset", "meerbench.datasets", "meerbench.data.formats")
+TASKS = Registry("task type", "meerbench.tasks", "meerbench.protocol:register_builtin_tasks")

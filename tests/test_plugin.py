@@ -1,6 +1,6 @@
-"""A real plugin package (tests/plugin_example) registers a model and a protocol through entry
-points: pip installs it into a temporary folder, and a separate meerbench process finds, lists
-and runs both without any change to meerbench."""
+"""A real plugin package (tests/plugin_example) registers a model, a protocol and a task type
+through entry points: pip installs it into a temporary folder, and a separate meerbench process
+finds, lists and runs them without any change to meerbench."""
 
 from __future__ import annotations
 
@@ -40,14 +40,20 @@ def test_plugin_model_and_protocol_are_discovered_listed_and_run(tmp_path: Path)
     assert "blockmean" in models and "(plugin from meerbench-plugin-example)" in models
     protocols = meerbench(["list", "protocols"], env)
     assert "plugmask            v1: Plugin example protocol" in protocols
+    tasks = meerbench(["list", "tasks"], env)
+    assert "occlusion" in tasks and "(plugin from meerbench-plugin-example)" in tasks
 
     out = tmp_path / "results"
     printed = meerbench(["run", "--model", "blockmean", "--protocol", "plugmask", "--out",
                          str(out), "--no-progress"], env)
     assert "blockmean on plugmask v1" in printed
+    assert "occlusion  Face covered: " in printed
     result = json.loads((out / "blockmean__plugmask.json").read_text())
     assert result["model"]["name"] == "blockmean"
     assert result["model"]["contract"]["embedding_dim"] == 64
     assert result["protocol"]["id"] == "plugmask"
     assert set(result["metrics"]["verification"]) == {"UMR-UMP", "UMR-MP", "MR-MP"}
+    occlusion = result["metrics"]["occlusion"]
+    assert occlusion["status"] == "ok" and 0.05 < occlusion["coverage"] < 0.6
+    assert result["counts"]["occlusion_maps"] == 16 * 3
     assert (out / "blockmean__plugmask.scores.csv").is_file()

@@ -14,7 +14,8 @@ import yaml
 
 from meerbench.cli import main, summary_table
 from meerbench.engine.evaluate import evaluate
-from meerbench.protocol import TASK_TYPES, load_protocol
+from meerbench.protocol import load_protocol
+from meerbench.registry import TASKS
 from meerbench.results import read_result
 from meerbench.schema import Fields
 from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task, register_task
@@ -62,7 +63,7 @@ class Quality(Task):
 def quality_task():
     task = register_task(Quality())
     yield task
-    TASK_TYPES.pop(task.name)
+    TASKS.remove(task.name)
 
 
 @pytest.fixture()
@@ -105,10 +106,10 @@ def test_an_unknown_task_section_is_refused_and_a_taken_name_too(quality_protoco
         load_protocol(quality_protocol)
     register_task(Quality())
     try:
-        with pytest.raises(ConfigError, match="already registered"):
+        with pytest.raises(ConfigError, match="registered twice"):
             register_task(Quality())
     finally:
-        TASK_TYPES.pop("quality")
+        TASKS.remove("quality")
 
 
 def test_a_skipped_section_keeps_its_reason_and_old_results_still_read():

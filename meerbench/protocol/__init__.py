@@ -3,14 +3,13 @@
 A protocol names its dataset (a registered format plus options), its preprocessing, an optional
 training split for baselines that fit, its tasks and their metric settings. This module reads the
 schema; each section under ``tasks:`` (and its ``metrics:`` settings) is read by the task type of
-that name (:mod:`meerbench.tasks`), found in :data:`TASK_TYPES`. The lists the tasks draw (pairs,
-galleries) are built in :mod:`meerbench.protocol.sampling`.
+that name (:mod:`meerbench.tasks`), found in :data:`meerbench.registry.TASKS`. The lists the
+tasks draw (pairs, galleries) are built in :mod:`meerbench.protocol.sampling`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,7 +30,7 @@ from meerbench.protocol.sampling import (
     build_gallery,
     build_pairs,
 )
-from meerbench.registry import PROTOCOLS
+from meerbench.registry import PROTOCOLS, TASKS, Registry
 from meerbench.schema import Fields
 
 __all__ = ["CONDITIONS", "Gallery", "IdentificationTask", "PairList", "Protocol",
@@ -40,28 +39,24 @@ __all__ = ["CONDITIONS", "Gallery", "IdentificationTask", "PairList", "Protocol"
 
 SCHEMA_VERSION = 1
 
-#: Task types by the name of their protocol section, in report order. Built-ins are
-#: ``"module:attr"`` targets loaded on first use (the task modules sit above this one and import
-#: it); :func:`meerbench.tasks.register_task` adds more.
-TASK_TYPES: dict[str, Any] = {
-    "verification": "meerbench.tasks.verification:VERIFICATION",
-    "identification": "meerbench.tasks.identification:IDENTIFICATION",
-    "restoration": "meerbench.tasks.restoration:RESTORATION",
-}
+def register_builtin_tasks(registry: Registry) -> None:
+    """The built-in task types, in report order, as lazy ``"module:attr"`` entries of
+    :data:`~meerbench.registry.TASKS` (the task modules sit above this one and import it)."""
+    for name, what in (("verification", "1:1 pairs: accuracy, AUC, EER, TAR@FAR"),
+                       ("identification", "1:N: CMC, mAP, open-set DIR@FPIR"),
+                       ("restoration", "restored faces: PSNR, SSIM, LPIPS, FID, identity")):
+        registry.add_lazy(name, f"meerbench.tasks.{name}:{name.upper()}", what)
 
 
 def task_type(name: str) -> Any:
-    """The task type registered as ``name`` (loading a built-in on first use)."""
-    found = TASK_TYPES[name]
-    if isinstance(found, str):
-        module, _, attr = found.partition(":")
-        found = TASK_TYPES[name] = getattr(importlib.import_module(module), attr)
-    return found
+    """The task type registered as ``name`` (a protocol section of that name)."""
+    return TASKS.get(name)
 
 
 def task_types() -> list[Any]:
-    """Every registered task type, in report order."""
-    return [task_type(name) for name in list(TASK_TYPES)]
+    """Every registered task type, in report order: built-ins, then plugins and
+    :func:`meerbench.tasks.register_task` additions."""
+    return TASKS.loaded()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from meerbench.errors import DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
-from meerbench.protocol import TASK_TYPES
+from meerbench.protocol import task_types
 from meerbench.results import load_results, result_file
 from meerbench.tasks import Cell, Metric, sections
 
@@ -168,7 +168,7 @@ class Grid:
                 if column not in grid.columns:
                     grid.columns.append(column)
         conditions = list(dict.fromkeys(c.condition for c in grid.columns))
-        tasks = list(TASK_TYPES)
+        tasks = [task.name for task in task_types()]
         grid.columns.sort(key=lambda c: (c.protocol, tasks.index(c.metric.task),
                                          conditions.index(c.condition), c.metric.order))
         return grid

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from meerbench.errors import ConfigError
-from meerbench.protocol import TASK_TYPES, Protocol, task_type, task_types
+from meerbench.protocol import Protocol, task_type, task_types
+from meerbench.registry import TASKS
 from meerbench.results import STATUSES
 from meerbench.schema import Fields
 
@@ -233,10 +234,10 @@ class Task:
 
 
 def register_task(task: Task) -> Task:
-    """Add a task type; its ``name`` becomes a protocol section. A taken name is refused."""
-    if task.name in TASK_TYPES:
-        raise ConfigError(f"Task type '{task.name}' is already registered.")
-    TASK_TYPES[task.name] = task
+    """Add a task type; its ``name`` becomes a protocol section. A taken name is refused.
+    (A package can instead name it in the entry-point group ``meerbench.tasks``.)"""
+    TASKS.add(task.name, task, ((task.__doc__ or "").strip().splitlines() or [""])[0],
+              origin="register_task")
     return task
 
 
