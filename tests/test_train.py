@@ -17,6 +17,7 @@ import yaml
 
 from meerbench.data.images import read_rgb
 from meerbench.errors import ProtocolError, TrainingError
+from meerbench.models.card_schema import read_card
 from meerbench.models.meer import contract
 from meerbench.train import train
 from meerbench.train.config import load_config, parse_config
@@ -149,6 +150,7 @@ def test_every_stage_runs_and_losses_fall(tmp_path):
     assert {"identity", "adversarial", "discriminator"} <= set(log[20])
     assert {"id_preserving", "margin_restored"} <= set(log[-1])
     card = yaml.safe_load((out / "card.yaml").read_text())
+    assert card["schema"] == 2 and read_card(out / "card.yaml").architecture == "meer"
     assert card["training"]["selected_step"] > 28  # selection only from the refine stage
     assert card["validation"]["shipped_weights"]["restore/pooled_psnr_masked"] > 0
 

@@ -22,9 +22,9 @@ Fields (``baselines/arcface-r50.yaml`` and ``baselines/meer-s/card.yaml`` are co
   ``meerbench train``); ``notes``.
 
 Version 1 still reads: ``schema: 1`` cards had the same fields, and the ``card.yaml`` that
-``meerbench train`` wrote (no ``schema``; ``architecture`` the ``MeerArch`` mapping; ``weights``
-with ``file``) is read as the schema-2 card it means. Every invalid card is a ``CardError`` naming
-the file, the field and the value.
+``meerbench train`` wrote before it wrote schema 2 (no ``schema``; ``architecture`` the
+``MeerArch`` mapping; ``weights`` with ``file``) is read as the schema-2 card it means. Every
+invalid card is a ``CardError`` naming the file, the field and the value.
 """
 
 from __future__ import annotations

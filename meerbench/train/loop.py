@@ -35,6 +35,7 @@ from meerbench.engine.distributed import init_from_env
 from meerbench.engine.embed import auto_precision
 from meerbench.errors import ModelError, TrainingError
 from meerbench.io import atomic_open, sha256_file, write_text
+from meerbench.models.card_schema import SCHEMA as CARD_SCHEMA
 from meerbench.models.meer import MeerNet, contract
 from meerbench.models.weights import safe_torch_load
 from meerbench.settings import resolve_device
@@ -371,14 +372,18 @@ class Trainer:
         if cfg.runtime.channels_last:
             shipped.to(memory_format=torch.channels_last)
         metrics = self.validator(shipped, self.device, self.precision)
-        card = {
+        terms = contract(cfg.arch, cfg.flip_fusion).to_dict()
+        card = {  # a schema-2 model card (models.card_schema)
+            "schema": CARD_SCHEMA,
             "name": cfg.name,
             "description": _DESCRIPTIONS.get(cfg.arch.decoupling, ""),
-            "architecture": cfg.arch.to_dict(),
-            "contract": json.loads(json.dumps(contract(cfg.arch, cfg.flip_fusion).to_dict())),
-            "weights": {"file": "model.safetensors", "sha256": digest, "dtype": cfg.export_dtype,
+            "architecture": "meer",
+            "options": cfg.arch.to_dict(),
+            "contract": json.loads(json.dumps({k: v for k, v in terms.items() if k != "weights"})),
+            "weights": {"path": "model.safetensors", "sha256": digest, "dtype": cfg.export_dtype,
                         "bytes": weights.stat().st_size,
-                        "parameters": sum(v.numel() for v in tensors.values())},
+                        "parameters": sum(v.numel() for v in tensors.values()),
+                        "licence": ""},
             "training": {
                 "config": "config.yaml", "config_sha256": cfg.sha256, "log": "train_log.jsonl",
                 "protocol": cfg.data.protocol, "train_identities": self.data.classes,
