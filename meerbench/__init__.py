@@ -7,7 +7,7 @@ The public API is small and lazy (``import meerbench`` does not import torch)::
     print(result["metrics"]["verification"]["UMR-MP"]["accuracy"]["mean"])
 
 Extension points, re-exported here: ``FaceModel``, ``FaceModelCfg`` and ``register_model`` (add a
-model), ``register_task`` (add a task type), ``Result``, ``read_result`` and ``load_results``
+model), ``register_task`` (add a task type), ``Result``, ``read_result`` and ``read_results``
 (read Results, validated); ``meerbench.testing`` holds the conformance checks; ``registry`` the
 registries (``MODELS``, ``PROTOCOLS``, ``DATASETS``).
 """
@@ -74,11 +74,11 @@ _LAZY = {
     "register_task": "meerbench.tasks",
     "Result": "meerbench.results",
     "read_result": "meerbench.results",
-    "load_results": "meerbench.results",
+    "read_results": "meerbench.results",
 }
 
 __all__ = ["FaceModel", "FaceModelCfg", "Result", "evaluate", "list_datasets", "list_models",
-           "list_protocols", "load_model", "load_protocol", "load_results", "read_result",
+           "list_protocols", "load_model", "load_protocol", "read_result", "read_results",
            "register_model", "register_task", "registry"]
 
 

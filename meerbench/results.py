@@ -84,7 +84,7 @@ def result_path(out_dir: Path, model: Any, protocol: Any) -> Path:
     return path
 
 
-def load_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+def read_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
     """(path, validated Result) of every Result JSON given as a file or in a folder given (not
     recursive, sorted by name)."""
     files: list[Path] = []

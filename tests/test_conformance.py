@@ -55,7 +55,7 @@ def test_the_public_api_is_re_exported_and_import_stays_torch_free() -> None:
     code = ("import sys, meerbench\n"
             "assert meerbench.registry.MODELS.names() and meerbench.FaceModelCfg\n"
             "assert meerbench.register_model and meerbench.register_task\n"
-            "assert meerbench.read_result and meerbench.load_results and meerbench.Result\n"
+            "assert meerbench.read_result and meerbench.read_results and meerbench.Result\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"
             "assert meerbench.FaceModel.__name__ == 'FaceModel'")
     subprocess.run([sys.executable, "-c", code], check=True)

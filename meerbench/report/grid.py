@@ -19,7 +19,7 @@ import numpy as np
 from meerbench.errors import DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
 from meerbench.protocol import task_types
-from meerbench.results import load_results, result_file
+from meerbench.results import read_results, result_file
 from meerbench.tasks import Cell, Metric, sections
 
 __all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "run_cells"]
@@ -135,7 +135,7 @@ def load_side_files(runs: Iterable[Run]) -> None:
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Result JSON files, given as files or folders of them (not recursive), validated."""
-    return [Run(data, path) for path, data in load_results(paths)]
+    return [Run(data, path) for path, data in read_results(paths)]
 
 
 def run_cells(run: Run) -> dict[Column, Cell]:
