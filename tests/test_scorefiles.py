@@ -1,7 +1,9 @@
-"""Score files: CSV and bob 4-column round trips, format detection, errors naming file and line."""
+"""Score files: CSV and bob 4-column round trips, bob 5-column and gzip reading, format
+detection, errors naming file and line."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +60,63 @@ def test_bob_four_column_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     assert sf.load_scores(path).labels.tolist() == [True, False]
 
 
+def test_bob_five_column(tmp_path: Path) -> None:
+    path = tmp_path / "scores-eval"
+    path.write_text("# claimed model real probe score\n"
+                    "ann ann/m1 ann ann/p2 0.8\n"
+                    "ann ann/m1 bob bob/p3 -0.125\n\n"
+                    "bob bob/m1\tbob bob/p3   1e-3\n")
+    table = sf.load_scores(path)
+    assert table.labels.tolist() == [True, False, True]
+    assert table.scores.tolist() == [0.8, -0.125, 0.001]
+    assert table.ref_ids.tolist() == ["ann", "ann", "bob"]
+    assert table.refs.tolist() == ["ann/m1", "ann/m1", "bob/m1"]
+    assert table.probe_ids.tolist() == ["ann", "bob", "bob"]
+    assert table.probes.tolist() == ["ann/p2", "bob/p3", "bob/p3"]
+    assert table.folds is None and table.conditions is None
+
+
+def _same(a: sf.ScoreTable, b: sf.ScoreTable) -> None:
+    for name in ("scores", "labels", "ref_ids", "probe_ids", "folds", "conditions", "refs",
+                 "probes"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["pairs.scores.csv.gz", "pairs.scores.csv"])
+def test_gzip_reads_as_the_plain_file(tmp_path: Path, name: str) -> None:
+    plain = tmp_path / "plain.csv"
+    sf.write_scores_csv(plain, [0.1 + 0.2, -0.5, 1 / 3], [1, 0, 0], refs=["a", "b", "c"],
+                        probes=["d", "e", "f"], ref_ids=["x", "y", "x"],
+                        probe_ids=["x", "x", "z"], folds=[0, 1, 1], conditions=["MR-MP"] * 3)
+    (tmp_path / "gz").mkdir()
+    packed = tmp_path / "gz" / name
+    packed.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    _same(sf.load_scores(plain), sf.load_scores(packed))
+    bob = tmp_path / "bob.gz"
+    bob.write_bytes(gzip.compress(b"a a/1 a a/2 0.5\na a/1 b b/1 0.25\n"))
+    assert sf.load_scores(bob).refs.tolist() == ["a/1", "a/1"]
+    assert sf.load_scores(bob).labels.tolist() == [True, False]
+
+
+def test_broken_gzip_is_a_score_file_error(tmp_path: Path) -> None:
+    data = gzip.compress(("score,label\n" + "0.5,1\n0.25,0\n" * 500).encode(), mtime=0)
+    truncated, corrupt = tmp_path / "truncated.csv.gz", tmp_path / "corrupt.csv.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    corrupt.write_bytes(data[:20] + bytes(b ^ 0xFF for b in data[20:40]) + data[40:])
+    for path in (truncated, corrupt):
+        with pytest.raises(ScoreFileError, match=f"{path.name}: cannot read score file"):
+            sf.load_scores(path)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "empty score file"),
-    ("score;label\n", "first line should be a CSV header with columns score,label or 4 "
-                      "whitespace-separated fields"),
+    ("score;label\n", "first line should be a CSV header with columns score,label or bob's 4 "
+                      "whitespace-separated fields .* or 5 whitespace-separated fields"),
+    ("a 1 b 2 0.5 x\n", "or 5 whitespace-separated fields \\(ref_subject ref_key probe_subject "
+                       "probe_key score\\), got 'a 1 b 2 0.5 x'"),
     ("score,ref\n0.5,a\n", ":1: header lacks column\\(s\\) label"),
     ("score,label\n", "no pairs after the header on line 1"),
     ("score,label,score\n1,1,1\n", ":1: repeated column name"),
@@ -73,16 +128,23 @@ def test_bob_four_column_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     ("score,label,fold\n0.5,1,0\n0.4,0,\n", ":3: fold '': give every pair a fold or none"),
     ("score,label,fold\n0.5,1,a\n", ":2: fold 'a': expected an integer"),
     ("a a k 0.5\nb a k\n", ":2: expected 4 whitespace-separated fields \\(ref_subject "
-                           "probe_subject probe_key score\\), got 3"),
+                           "probe_subject probe_key score\\) as on the first line, got 3"),
+    ("a r1 a p1 0.5\na r1 b p2 0.1 0.2\n", ":2: expected 5 whitespace-separated fields "
+                                          "\\(ref_subject ref_key probe_subject probe_key "
+                                          "score\\) as on the first line, got 6"),
+    ("# 5 columns\na r1 a p1 0.5\na r1 b p2 low\n", ":3: score 'low' is not a number"),
     ("a a k 0.5\nb a k inf\n", ":2: score 'inf' is not a finite number"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "bad.txt"
-    path.write_text(text)
-    with pytest.raises(ScoreFileError, match=f"bad.txt{message if message[0] == ':' else ''}"):
-        sf.load_scores(path)
-    with pytest.raises(ScoreFileError, match=message):
-        sf.load_scores(path)
+    (tmp_path / "gz").mkdir()
+    plain, packed = tmp_path / "bad.txt", tmp_path / "gz" / "bad.txt"  # gzip known by content
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        with pytest.raises(ScoreFileError, match=f"bad.txt{message if message[0] == ':' else ''}"):
+            sf.load_scores(path)
+        with pytest.raises(ScoreFileError, match=message):
+            sf.load_scores(path)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

@@ -5,21 +5,27 @@ Two formats are read, told apart by the first non-blank line:
 - CSV with a header holding at least ``score,label`` and optionally ``ref,probe`` (image names),
   ``ref_id,probe_id`` (identities), ``fold`` and ``condition``; other columns are ignored. This
   is the side file the engine writes (:data:`CSV_COLUMNS`).
-- bob's 4-column text, ``ref_subject probe_subject probe_key score`` separated by whitespace,
-  no header; a pair is genuine when the two subjects are equal. Lines starting with # are skipped.
+- bob's text formats, whitespace-separated, no header, told apart by the number of fields:
+  4 columns ``ref_subject probe_subject probe_key score`` or 5 columns
+  ``ref_subject ref_key probe_subject probe_key score``; a pair is genuine when the two subjects
+  are equal. Lines starting with # are skipped.
 
-Writes are atomic (temp file in the same folder, then ``os.replace``).
+Either may be gzip-compressed (``*.scores.csv.gz``, as the shipped reference Results carry them):
+gzip is recognised by its magic bytes, whatever the file's name. Writes are atomic (temp file in
+the same folder, then ``os.replace``).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -29,6 +35,12 @@ from meerbench.metrics.errors import ScoreFileError
 
 CSV_COLUMNS = ("ref", "probe", "ref_id", "probe_id", "label", "score", "fold", "condition")
 _TEXT_COLUMNS = ("ref_ids", "probe_ids", "conditions", "refs", "probes")
+#: bob's formats by field count: the name of each field; a name's ScoreTable column in _BOB_FIELD.
+BOB_COLUMNS = {4: ("ref_subject", "probe_subject", "probe_key", "score"),
+               5: ("ref_subject", "ref_key", "probe_subject", "probe_key", "score")}
+_BOB_FIELD = {"ref_subject": "ref_ids", "ref_key": "refs", "probe_subject": "probe_ids",
+              "probe_key": "probes"}
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,25 +72,40 @@ class ScoreTable:
 
 
 def load_scores(path: str | os.PathLike[str]) -> ScoreTable:
-    """Read a CSV or bob 4-column score file; ScoreFileError names the file, line and problem."""
+    """Read a CSV or bob 4- or 5-column score file, plain or gzip-compressed; ScoreFileError
+    names the file, line and problem."""
     path = Path(path)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:  # a BOM is not a name
+        with _open_text(path) as handle:
             first = next((line for line in handle if line.strip() and line[0] != "#"), None)
             if first is None:
                 raise ScoreFileError(f"{path}: empty score file (no pairs)")
             handle.seek(0)
             if "," in first:
                 return _read_csv(path, handle)
-            if len(first.split()) == 4:
-                return _read_bob4(path, handle)
+            if len(first.split()) in BOB_COLUMNS:
+                return _read_bob(path, handle, len(first.split()))
             raise ScoreFileError(
-                f"{path}: first line should be a CSV header with columns score,label or 4 "
-                f"whitespace-separated fields (ref_subject probe_subject probe_key score), "
+                f"{path}: first line should be a CSV header with columns score,label or bob's "
+                f"{' or '.join(_bob_layout(n) for n in BOB_COLUMNS)}, "
                 f"got {first.strip()[:80]!r}"
             )
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:  # EOF, zlib: broken gzip
         raise ScoreFileError(f"{path}: cannot read score file: {exc}") from None
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The file as text, decompressed when it starts with gzip's magic bytes (a BOM is not a
+    name: utf-8-sig)."""
+    with path.open("rb") as raw:
+        compressed = raw.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+    if compressed:
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+def _bob_layout(n: int) -> str:
+    return f"{n} whitespace-separated fields ({' '.join(BOB_COLUMNS[n])})"
 
 
 def _read_csv(path: Path, handle: Any) -> ScoreTable:
@@ -114,24 +141,25 @@ def _read_csv(path: Path, handle: Any) -> ScoreTable:
     return ScoreTable(scores, labels, folds=folds, **text)
 
 
-def _read_bob4(path: Path, handle: Any) -> ScoreTable:
-    refs, probes, keys, values, lines = [], [], [], [], []
+def _read_bob(path: Path, handle: Any, n: int) -> ScoreTable:
+    """bob's ``n``-column text (:data:`BOB_COLUMNS`); every line has the first line's fields."""
+    names = BOB_COLUMNS[n]
+    columns: list[list[str]] = [[] for _ in names]
+    lines = []
     for number, line in enumerate(handle, start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        if len(fields) != 4:
-            raise ScoreFileError(f"{path}:{number}: expected 4 whitespace-separated fields "
-                                 f"(ref_subject probe_subject probe_key score), "
-                                 f"got {len(fields)}")
-        refs.append(fields[0])
-        probes.append(fields[1])
-        keys.append(fields[2])
-        values.append(fields[3])
+        if len(fields) != n:
+            raise ScoreFileError(f"{path}:{number}: expected {_bob_layout(n)} as on the first "
+                                 f"line, got {len(fields)}")
+        for column, value in zip(columns, fields, strict=True):
+            column.append(value)
         lines.append(number)
-    ref_ids, probe_ids = np.asarray(refs, dtype=object), np.asarray(probes, dtype=object)
-    return ScoreTable(_floats(path, values, np.asarray(lines)), ref_ids == probe_ids,
-                      ref_ids=ref_ids, probe_ids=probe_ids, probes=np.asarray(keys, dtype=object))
+    text = {_BOB_FIELD[name]: np.asarray(column, dtype=object)
+            for name, column in zip(names[:-1], columns, strict=False)}
+    return ScoreTable(_floats(path, columns[-1], np.asarray(lines)),
+                      text["ref_ids"] == text["probe_ids"], **text)
 
 
 def _floats(path: Path, cells: list[str], lines: np.ndarray) -> np.ndarray:
