@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +37,12 @@ RESTORATION_RANGES = {
     "identity_similarity": (-1.0, 1.0), "fid": (0.0, math.inf),
     "lpips": (0.0, math.inf), "lpips_masked_region": (0.0, math.inf),
 }
+#: JSON files a results folder holds next to its Results, skipped by name (they carry a schema).
+NOT_RESULTS = frozenset({"leaderboard.json"})
+
+
+class NotAResult(UserWarning):
+    """JSON files in a results folder that are not Results were skipped (named in the message)."""
 
 
 @dataclass
@@ -86,31 +93,59 @@ def result_path(out_dir: Path, model: Any, protocol: Any) -> Path:
 
 def read_results(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
     """(path, validated Result) of every Result JSON given as a file or in a folder given (not
-    recursive, sorted by name)."""
-    files: list[Path] = []
+    recursive, sorted by name).
+
+    A folder may hold other JSON next to its Results: files named in :data:`NOT_RESULTS` and JSON
+    without a ``schema`` key are skipped with a :class:`NotAResult` warning naming them. A file
+    that has a ``schema`` claims to be a Result and must pass :func:`validate_result`; a file
+    given by name must be a Result.
+    """
+    found: list[tuple[Path, dict[str, Any]]] = []
+    skipped: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
+            for file in sorted(p.glob("*.json")):
+                data = None if file.name in NOT_RESULTS else _load(file)
+                if isinstance(data, dict) and "schema" in data:
+                    found.append((file, _checked(file, data)))
+                else:
+                    skipped.append(file)
         elif p.is_file():
-            files.append(p)
+            found.append((p, read_result(p)))
         else:
             raise MeerbenchError(f"No such file or folder: {p}")
-    if not files:
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} JSON file(s) that are not meerbench Results "
+                      f"(no 'schema'; leaderboard files): {', '.join(map(str, skipped))}",
+                      NotAResult, stacklevel=2)
+    if not found:
         raise MeerbenchError(f"No Result JSON files found in {', '.join(map(str, paths))}.")
-    return [(f, read_result(f)) for f in files]
+    return found
 
 
 def read_result(path: Path) -> dict[str, Any]:
     """Load and validate a Result JSON (see :func:`validate_result`)."""
+    return _checked(path, _load(path))
+
+
+def _load(path: Path) -> Any:
+    """The parsed JSON of a would-be Result (size-capped); MeerbenchError names the file."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_BYTES + 1)
         if len(raw) > MAX_BYTES:
             raise MeerbenchError(f"Result {path} is larger than {MAX_BYTES >> 20} MiB; "
                                  "not a meerbench result.")
-        data = json.loads(raw.decode("utf-8"))
-        validate_result(data, path)
+        return json.loads(raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # JSON or UTF-8; nested too deeply
+        raise MeerbenchError(f"Cannot read result {path}: {exc}") from None
+
+
+def _checked(path: Path, data: Any) -> dict[str, Any]:
+    """``data`` validated as the Result at ``path``, its side files confined to its folder."""
+    try:
+        validate_result(data, path)
+    except RecursionError as exc:
         raise MeerbenchError(f"Cannot read result {path}: {exc}") from None
     for role in data["files"]:
         result_file(path, data, role)

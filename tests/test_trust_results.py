@@ -19,7 +19,7 @@ from meerbench.metrics.scorefiles import load_scores
 from meerbench.report import leaderboard
 from meerbench.report.commands import EXIT_CHECK_FAILED, leaderboard_command
 from meerbench.report.grid import load_runs
-from meerbench.results import Result, read_result
+from meerbench.results import NotAResult, Result, read_result, read_results
 from tests.test_report_tables import write_results
 
 ONE = (("synthA", 1),)
@@ -108,6 +108,41 @@ def test_a_bad_side_file_fails_before_anything_is_written(results: Path, tmp_pat
     code, _, err = run_cli(capsys, "leaderboard", str(results), "--out", str(tmp_path / "board"))
     assert_refused(capsys, code, err, "x.npz", "not a restoration samples archive")
     assert not (tmp_path / "out").exists() and not (tmp_path / "board").exists()
+
+
+# ----------------------------------------------------------------------------- other JSON
+
+
+def test_a_results_folder_may_hold_other_json(results: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert leaderboard_command([str(results)], str(results))[0] == 0  # leaderboard.json: a schema
+    (results / "notes.json").write_text('{"comment": "not a Result"}')
+    (results / "list.json").write_text("[1, 2]")
+    skipped = r"skipped 3 JSON file\(s\) that are not meerbench Results"
+    with pytest.warns(NotAResult, match=rf"{skipped}.*leaderboard\.json, .*list\.json, .*notes"):
+        found = read_results([results])
+    assert [path.name for path, _ in found] == ["alpha__synthA.json", "beta__synthA.json"]
+    with pytest.warns(NotAResult, match=skipped):
+        code, _, err = run_cli(capsys, "report", str(results), "--out", str(tmp_path / "out"),
+                               "--no-plots")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "report", str(results / "leaderboard.json"))  # given by name
+    assert_refused(capsys, code, err, "leaderboard.json", "field 'schema'")
+    for name in ("alpha__synthA.json", "beta__synthA.json"):
+        (results / name).unlink()
+    with pytest.warns(NotAResult), pytest.raises(MeerbenchError, match="No Result JSON files"):
+        read_results([results])
+
+
+@pytest.mark.parametrize("content", ['{"schema": "meerbench.result/1"}',
+                                     '{"schema": "meerbench.leaderboard/1", "models": []}',
+                                     '{"schema": null}', '{"schema": "meerbench.result/1",'])
+def test_json_that_claims_to_be_a_result_must_be_one(results: Path, content: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = results / "gamma__synthA.json"
+    path.write_text(content)
+    code, _, err = run_cli(capsys, "report", str(results))
+    assert_refused(capsys, code, err, str(path))
 
 
 # ----------------------------------------------------------------------------- item 10: validation
