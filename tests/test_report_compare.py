@@ -1,7 +1,9 @@
-"""meerbench compare: per-condition differences of two Results with paired significance."""
+"""meerbench compare: per-condition differences of two Results with paired significance, as data
+(comparison) and as a Markdown table (compare); missing score files named next to the table."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +11,10 @@ import pytest
 
 from meerbench.errors import MeerbenchError
 from meerbench.report.commands import compare_command
-from tests.test_report_tables import write_results
+from meerbench.report.compare import compare, comparison
+from meerbench.report.grid import load_runs
+from meerbench.report.significance import NO_TEST
+from tests.test_report_tables import protocol_sha, write_results
 
 
 def test_compare_gives_differences_and_paired_tests(tmp_path: Path) -> None:
@@ -38,3 +43,55 @@ def test_compare_gives_differences_and_paired_tests(tmp_path: Path) -> None:
     (one / "alpha__synthA.json").write_bytes((tmp_path / "alpha__synthA.json").read_bytes())
     with pytest.raises(MeerbenchError, match="two Result JSON files"):
         compare_command(str(one), str(tmp_path / "alpha__synthA.json"))
+
+
+def test_comparison_is_data_and_compare_renders_it(tmp_path: Path) -> None:
+    write_results(tmp_path, {"alpha": 3.0, "gamma": 0.4}, (("synthA", 1),),
+                  conditions=("UMR-MP", "MR-MP"))
+    a, b = (load_runs([tmp_path / f"{m}__synthA.json"])[0] for m in ("gamma", "alpha"))
+    data = comparison(a, b, rounds=200)
+    assert json.loads(json.dumps(data)) == data  # JSON as it is
+    assert data["models"] == {"a": "gamma", "b": "alpha"} and data["notes"] == []
+    assert data["protocol"] == {"id": "synthA", "version": 1, "sha256": protocol_sha("synthA", 1)}
+    rows = {(r["condition"], r["metric"]): r for r in data["rows"]}
+    result_a, result_b = (json.loads(r.path.read_text())["metrics"] for r in (a, b))
+    acc = rows[("UMR-MP", "acc")]
+    want = [100 * m["verification"]["UMR-MP"]["accuracy"]["mean"] for m in (result_a, result_b)]
+    assert (acc["a"], acc["b"]) == pytest.approx(want) and acc["unit"] == "%"
+    assert acc["diff"] == pytest.approx(want[1] - want[0])
+    assert acc["test"].startswith("McNemar") and acc["note"] is None and acc["ci95"] is None
+    assert 0 <= acc["p_value"] < 0.01 and acc["marker"] == "**"
+    tar = rows[("MR-MP", "tar@0.1")]
+    assert tar["test"] == "paired bootstrap" and tar["ci95"][0] <= tar["ci95"][1]
+    assert rows[("MR-MP", "eer")]["note"] == NO_TEST and rows[("MR-MP", "eer")]["p_value"] is None
+    text = compare(a, b, rounds=200)
+    for row in (acc, tar):  # every number of the table comes from the data
+        line = next(li for li in text.splitlines() if li.startswith(f"| {row['condition']} | ")
+                    and f"| {row['label']} (%) |" in li)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2:5] == [f"{row['a']:.2f}", f"{row['b']:.2f}", f"{row['diff']:+.2f}"]
+        assert cells[6] == f"{row['p_value']:.3g}{row['marker']}" and cells[7] == row["test"]
+    assert "Missing score file" not in text
+
+
+def test_missing_score_files_are_named_next_to_the_table(tmp_path: Path) -> None:
+    write_results(tmp_path, {"alpha": 3.0, "gamma": 0.4}, (("synthA", 1),),
+                  conditions=("UMR-MP", "MR-MP"))
+    (tmp_path / "alpha__synthA.scores.csv").unlink()
+    gamma = tmp_path / "gamma__synthA.json"
+    data = json.loads(gamma.read_text())
+    del data["files"]["scores"]
+    gamma.write_text(json.dumps(data))
+    a, b = (load_runs([tmp_path / f"{m}__synthA.json"])[0] for m in ("gamma", "alpha"))
+    found = comparison(a, b, rounds=50)
+    assert found["notes"] == [
+        f"{gamma} names no score file (files.scores)",
+        f"{tmp_path / 'alpha__synthA.json'}: score file alpha__synthA.scores.csv (files.scores) "
+        "is missing from the Result's folder"]
+    tested = [r for r in found["rows"] if r["metric"] == "acc" or r["metric"].startswith("tar@")]
+    assert tested and all(r["note"] == "no score file" and r["p_value"] is None for r in tested)
+    code, text = compare_command(str(gamma), str(tmp_path / "alpha__synthA.json"), rounds=50)
+    head, table = text.split("| Condition |", 1)
+    assert code == 0 and "–" in table
+    for note in found["notes"]:  # above the table, loud, with the file's name
+        assert f"**Missing score file, no paired tests:** {note}." in head

@@ -1,18 +1,32 @@
-"""Two Results of one protocol side by side: per-condition differences with paired tests."""
+"""Two Results of one protocol side by side: per-condition differences with paired tests.
+
+:func:`comparison` computes (JSON-able data, ``meerbench compare --json``); :func:`compare`
+renders it as the Markdown table the command prints.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from meerbench.errors import MeerbenchError
 from meerbench.report.grid import Run, run_cells
-from meerbench.report.significance import PairedTest, has_test, paired_test
+from meerbench.report.significance import (
+    NO_TEST,
+    PairedTest,
+    missing_score_file,
+    paired_test,
+)
 from meerbench.report.tables import md
 
 
-def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
-    """Markdown table of B - A for every number both Results hold.
+def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """B - A for every number both Results hold, with paired tests where the metric has one.
 
     Paired tests (McNemar for accuracy, paired bootstrap for TAR@FAR) use the score files next
-    to the Results; other metrics show the difference only.
+    to the Results. Each row: ``condition``, ``metric`` (key), ``label``, ``unit``, ``digits``
+    (as the reports show it), ``a``, ``b``, ``diff`` and ``ci95`` (of B - A) in ``unit`` (percent
+    for rates), ``p_value``, ``marker`` (``*`` p < 0.05, ``**`` p < 0.01), ``test`` (its name),
+    ``note`` (why there is no test). ``notes`` names every missing score file.
     """
     if a.protocol != b.protocol:
         raise MeerbenchError(
@@ -20,29 +34,55 @@ def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
             f"v{a.protocol.version} {a.protocol.sha256[:8]} vs {b.protocol.id} "
             f"v{b.protocol.version} {b.protocol.sha256[:8]}); compare Results of one protocol.")
     cells_a, cells_b = run_cells(a), run_cells(b)
-    lines = [f"## {md(b.model)} (B) vs {md(a.model)} (A) on {md(a.protocol.id)} "
-             f"v{a.protocol.version}", "",
-             "| Condition | Metric | A | B | B - A | 95% CI of B - A | p | Test |",
-             "|:--|:--|--:|--:|--:|--:|--:|:--|"]
+    rows = []
     for column, ca in cells_a.items():
         cb = cells_b.get(column)
         if cb is None or ca.value is None or cb.value is None:
             continue
         m = column.metric
         test = paired_test(b, a, column, rounds, seed)
-        diff = f"{m.scale * (cb.value - ca.value):+.{m.digits}f}"
-        ci = p = "–"
-        name = "–" if not has_test(column) else md(test if isinstance(test, str) else test.test)
-        if isinstance(test, PairedTest):
-            p = f"{test.p_value:.3g}{test.marker}"
-            if test.ci95:
-                lo, hi = (f"{m.scale * v:+.{m.digits}f}" for v in test.ci95)
-                ci = f"[{lo}, {hi}]"
-        unit = f" ({m.unit})" if m.unit else ""
-        lines.append(f"| {md(column.condition)} | {m.label}{unit} | {m.show(ca.value)} | "
-                     f"{m.show(cb.value)} | {diff} | {ci} | {p} | {name} |")
+        found = test if isinstance(test, PairedTest) else None
+        rows.append({
+            "condition": column.condition, "metric": m.key, "label": m.label, "unit": m.unit,
+            "digits": m.digits, "a": m.scale * ca.value, "b": m.scale * cb.value,
+            "diff": m.scale * (cb.value - ca.value),
+            "ci95": [m.scale * v for v in found.ci95] if found and found.ci95 else None,
+            "p_value": found.p_value if found else None, "marker": found.marker if found else "",
+            "test": found.test if found else None, "note": None if found else str(test)})
+    p = a.protocol
+    return {"models": {"a": a.model, "b": b.model},
+            "protocol": {"id": p.id, "version": p.version, "sha256": p.sha256},
+            "rounds": rounds, "seed": seed, "rows": rows,
+            "notes": [note for run in (a, b) if (note := missing_score_file(run))]}
+
+
+def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
+    """Markdown table of :func:`comparison`; missing score files are named above the table."""
+    data = comparison(a, b, rounds, seed)
+    models, p = data["models"], data["protocol"]
+    lines = [f"## {md(models['b'])} (B) vs {md(models['a'])} (A) on {md(p['id'])} "
+             f"v{p['version']}", ""]
+    if data["notes"]:
+        lines += [f"**Missing score file, no paired tests:** {md(note)}."
+                  for note in data["notes"]] + [""]
+    lines += ["| Condition | Metric | A | B | B - A | 95% CI of B - A | p | Test |",
+              "|:--|:--|--:|--:|--:|--:|--:|:--|"]
+    for row in data["rows"]:
+        digits = row["digits"]
+        ci = p_value = "–"
+        if row["ci95"]:
+            lo, hi = (f"{v:+.{digits}f}" for v in row["ci95"])
+            ci = f"[{lo}, {hi}]"
+        if row["p_value"] is not None:
+            p_value = f"{row['p_value']:.3g}{row['marker']}"
+        name = "–" if row["note"] == NO_TEST else md(row["test"] or row["note"])
+        unit = f" ({row['unit']})" if row["unit"] else ""
+        lines.append(f"| {md(row['condition'])} | {row['label']}{unit} | "
+                     f"{row['a']:.{digits}f} | {row['b']:.{digits}f} | {row['diff']:+.{digits}f} "
+                     f"| {ci} | {p_value} | {name} |")
     lines += ["", "–: no paired test for this metric.",
               "Markers: * p < 0.05, ** p < 0.01 (two-sided, no correction for multiple "
               "comparisons). "
-              f"Paired bootstrap: {rounds} resamples of probe identities, seed {seed}."]
+              f"Paired bootstrap: {data['rounds']} resamples of probe identities, "
+              f"seed {data['seed']}."]
     return "\n".join(lines) + "\n"

@@ -33,22 +33,38 @@ class PairedTest:
         return "**" if self.p_value < 0.01 else "*" if self.p_value < 0.05 else ""
 
 
+#: Why a metric has no paired test (accuracy and TAR@FAR of verification have one).
+NO_TEST = "no paired test for this metric"
+
+
 def has_test(column: Column) -> bool:
     key = column.metric.key
     return column.metric.task == VERIFICATION.name and (key == "acc" or key.startswith("tar@"))
+
+
+def missing_score_file(run: Run) -> str | None:
+    """Why ``run`` has no per-pair scores for paired tests (naming the file the Result expects),
+    or None when its score file is there. Readers print this next to their table: a p-value
+    column of dashes must never pass silently for "not significant"."""
+    name = run.result["files"].get("scores")
+    if name is None:
+        return f"{run.path} names no score file (files.scores)"
+    if run.file("scores") is None:
+        return f"{run.path}: score file {name} (files.scores) is missing from the Result's folder"
+    return None
 
 
 def paired_test(run: Run, reference: Run, column: Column, rounds: int = 1000,
                 seed: int = 0) -> PairedTest | str:
     """The test of ``run`` against ``reference`` on ``column``, or why there is none."""
     if not has_test(column):
-        return "no paired test for this metric"
+        return NO_TEST
     lists = [r.result["protocol"].get("lists", {}).get("verification") for r in (run, reference)]
     if run.protocol != reference.protocol or lists[0] != lists[1]:
         return "different pair lists"
     tables = [run.scores(), reference.scores()]
     if tables[0] is None or tables[1] is None:
-        return "no score file"
+        return "no score file"  # missing_score_file says which, for a note by the table
     a, b = (None if t.folds is None else t.of_condition(column.condition) for t in tables)
     if a is None or b is None or not _same_pairs(a, b):
         return "score files hold different pairs"
