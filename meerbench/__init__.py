@@ -8,8 +8,14 @@ The public API is small and lazy (``import meerbench`` does not import torch)::
 
 Extension points, re-exported here: ``FaceModel``, ``FaceModelCfg`` and ``register_model`` (add a
 model), ``register_task`` (add a task type), ``Result``, ``read_result`` and ``read_results``
-(read Results, validated); ``meerbench.testing`` holds the conformance checks; ``registry`` the
-registries (``MODELS``, ``PROTOCOLS``, ``DATASETS``).
+(read Results, validated); ``load_results`` gives every reported number of Result files as one
+tidy pandas DataFrame (pandas is imported only then)::
+
+    frame = meerbench.load_results("reports/results")
+    frame.query("metric == 'acc'").pivot(index="model", columns="condition", values="value")
+
+``meerbench.testing`` holds the conformance checks; ``registry`` the registries (``MODELS``,
+``PROTOCOLS``, ``DATASETS``).
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-#: Public names that live deeper in the package, imported on first use (some import torch).
+#: Public names that live deeper in the package, imported on first use (some import torch,
+#: ``load_results`` imports pandas).
 _LAZY = {
     "FaceModel": "meerbench.models.base",
     "FaceModelCfg": "meerbench.models.contract",
@@ -75,11 +82,12 @@ _LAZY = {
     "Result": "meerbench.results",
     "read_result": "meerbench.results",
     "read_results": "meerbench.results",
+    "load_results": "meerbench.report.frame",
 }
 
 __all__ = ["FaceModel", "FaceModelCfg", "Result", "evaluate", "list_datasets", "list_models",
-           "list_protocols", "load_model", "load_protocol", "read_result", "read_results",
-           "register_model", "register_task", "registry"]
+           "list_protocols", "load_model", "load_protocol", "load_results", "read_result",
+           "read_results", "register_model", "register_task", "registry"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,120 @@
+"""Results as one tidy pandas DataFrame: one row per reported number, for analysis and export.
+
+The rows are the cells the tables show (each task type's :meth:`~meerbench.tasks.Task.cells`
+read from its typed section), so a new task type appears here without a line of this module.
+Values are raw, as the Result stores them: rates are fractions, not percent; ``scale`` is what
+the tables multiply a value by to show it in ``unit`` (100 for ``%``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from meerbench.errors import ConfigError, MeerbenchError
+from meerbench.io import atomic_open
+from meerbench.report.grid import load_runs
+from meerbench.tasks import Metric, Task, sections
+
+__all__ = ["COLUMNS", "FORMATS", "export_results", "load_results"]
+
+#: The frame's columns, in order, with their dtypes (``None``: text).
+COLUMNS: dict[str, str | None] = {
+    "model": None,  # the Result's model name
+    "protocol": None,  # protocol id
+    "version": "int64",  # protocol version
+    "protocol_sha256": None,  # sha256 of the protocol definition (two definitions never mix)
+    "task": None,  # task type: verification, identification, restoration, ...
+    "condition": None,  # verification's UMR-MP, ...; the task's name for tasks without conditions
+    "metric": None,  # metric key: acc, auc, eer, tar@0.001, rank1, map, dir@0.01, psnr, ...
+    "label": None,  # how the tables head it: Accuracy, TAR@FAR=1e-3, ...
+    "unit": None,  # unit of value * scale: '%', 'dB' or ''
+    "scale": "float64",  # tables show value * scale
+    "rule": None,  # the rule behind the number (threshold rule, tie rule, ...); NA when none
+    "value": "float64",  # NaN when not measured (see note)
+    "ci_low": "float64",  # 95% bootstrap interval; NaN when the Result has none
+    "ci_high": "float64",
+    "reliable": "bool",  # False: the operating point allows no error (shown with a dagger)
+    "n": "Int64",  # how many pairs, probes or images the number rests on; NA when unknown
+    "higher_is_better": "bool",
+    "note": None,  # why a value is missing or coarse; NA when nothing to say
+    "file": None,  # the Result file the row came from, as given
+}
+
+#: Formats :func:`export_results` writes.
+FORMATS = ("csv", "parquet")
+
+
+def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+                 ) -> pd.DataFrame:
+    """Every reported number of the Results in ``paths`` (Result JSON files, or folders of them,
+    read validated by :func:`meerbench.results.read_results`) as a tidy frame of
+    :data:`COLUMNS`, one row per (Result, condition, metric), in file then report order.
+
+    >>> frame = load_results("reports/results")  # doctest: +SKIP
+    >>> frame.query("metric == 'acc'").pivot(index="model", columns="condition", values="value")
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows = [{
+        "model": run.model, "protocol": run.protocol.id, "version": run.protocol.version,
+        "protocol_sha256": run.protocol.sha256, "task": metric.task, "condition": condition,
+        "metric": metric.key, "label": metric.label, "unit": metric.unit, "scale": metric.scale,
+        "rule": cell.rule, "value": cell.value,
+        "ci_low": None if cell.ci95 is None else cell.ci95[0],
+        "ci_high": None if cell.ci95 is None else cell.ci95[1],
+        "reliable": cell.reliable, "n": _count(task, section, condition, metric),
+        "higher_is_better": metric.higher_is_better, "note": cell.note, "file": str(run.path),
+    } for run in load_runs(paths)
+        for task, section in sections(run.result["metrics"])
+        for condition, metric, cell in task.cells(section)]
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(
+        {k: t for k, t in COLUMNS.items() if t is not None})
+
+
+def _count(task: Task, section: Any, condition: str, metric: Metric) -> int | None:
+    """The count a built-in task's number rests on: verification pairs of the condition,
+    identification mated probes, restoration images averaged; None for other task types."""
+    if task.name == "verification":
+        found = section.conditions[condition].values.get("n_pairs")
+    elif task.name == "identification":
+        found = section.values.get("n_probes_mated")
+    elif task.name == "restoration":
+        entry = section.values.get(metric.key, {})
+        found = entry.get("n_averaged", entry.get("n_images"))
+    else:
+        found = None
+    return None if found is None else int(found)
+
+
+def export_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                   out: Path, fmt: str) -> Path:
+    """Write :func:`load_results` of ``paths`` to ``out`` as ``csv`` or ``parquet``, atomically;
+    returns ``out``. This is ``meerbench export RESULTS... --format parquet|csv --out FILE``.
+
+    CSV: UTF-8, a header row, no index, NA as an empty field. Parquet: written by pyarrow and
+    read back by ``pandas.read_parquet`` with the same dtypes. An unknown format is a
+    :class:`ConfigError`; a missing pyarrow a :class:`MeerbenchError` saying what to install.
+    Nothing is written when the Results cannot be read.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"Export format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise MeerbenchError("Writing parquet needs pyarrow, which is not installed: "
+                                 "pip install pyarrow (or export with --format csv).") from None
+    frame = load_results(paths)
+    out = Path(out)
+    if fmt == "csv":
+        with atomic_open(out, "w") as handle:
+            frame.to_csv(handle, index=False, lineterminator="\n")
+    else:
+        with atomic_open(out, "wb") as handle:
+            frame.to_parquet(handle, engine="pyarrow", index=False)
+    return out
