@@ -12,7 +12,8 @@ model), ``register_task`` (add a task type), ``Result``, ``read_result`` and ``r
 tidy pandas DataFrame (pandas is imported only then)::
 
     frame = meerbench.load_results("reports/results")
-    frame.query("metric == 'acc'").pivot(index="model", columns="condition", values="value")
+    frame.query("protocol == 'synthmask' and metric == 'acc'").pivot(
+        index="model", columns="condition", values="value")
 
 ``meerbench.testing`` holds the conformance checks; ``registry`` the registries (``MODELS``,
 ``PROTOCOLS``, ``DATASETS``).

@@ -56,7 +56,8 @@ def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     :data:`COLUMNS`, one row per (Result, condition, metric), in file then report order.
 
     >>> frame = load_results("reports/results")  # doctest: +SKIP
-    >>> frame.query("metric == 'acc'").pivot(index="model", columns="condition", values="value")
+    >>> frame.query("protocol == 'synthmask' and metric == 'acc'").pivot(
+        index="model", columns="condition", values="value")
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
