@@ -67,6 +67,32 @@ class Cell:
             return None
         return max(self.value - self.ci95[0], self.ci95[1] - self.value)
 
+    def text(self, metric: Metric) -> str:
+        """The value as every output shows it: ``77.98 ± 1.81`` (:data:`PM_LEGEND`), with
+        :data:`DAGGER` when it is not measured reliably; ``n/a`` without a value."""
+        if self.value is None:
+            return "n/a"
+        half = self.half_width()
+        pm = "" if half is None else f" ± {metric.scale * half:.{metric.digits}f}"
+        return metric.show(self.value) + pm + ("" if self.reliable else DAGGER)
+
+
+#: The one meaning of ``±`` in tables, plots, the leaderboard and the console.
+PM_LEGEND = ("± 95% CI: the larger distance from the value to an end of its 95% bootstrap "
+             "interval (identities resampled)")
+#: Marks a rate whose operating point allows no error at all (target x negatives < 1).
+DAGGER = "†"
+DAGGER_LEGEND = f"{DAGGER} not measured: target x negatives < 1 allows no false accept or alarm"
+
+
+def legend(cells: Iterable[Cell]) -> list[str]:
+    """One console line explaining the marks that ``cells`` shown by :meth:`Cell.text` carry
+    (``±``, ``†``); no line when they carry none."""
+    cells = [c for c in cells if c.value is not None]
+    parts = ([PM_LEGEND] if any(c.half_width() is not None for c in cells) else []) + (
+        [DAGGER_LEGEND] if any(not c.reliable for c in cells) else [])
+    return ["  " + "; ".join(parts)] if parts else []
+
 
 def sci(value: float) -> str:
     """0.001 -> '1e-3', 0.1 -> '0.1': short FAR/FPIR labels."""
@@ -228,9 +254,10 @@ class Task:
         """Console lines for one Result: the task's numbers as the tables show them."""
         if section.status != "ok":
             return [f"{self.name}  skipped: {section.reason}"]
-        shown = [f"{m.label}: {m.show(c.value)}{'' if m.unit in ('', '%') else ' '}{m.unit}"
-                 for _, m, c in self.cells(section) if c.value is not None]
-        return [f"{self.name}  " + ", ".join(shown)]
+        cells = [(m, c) for _, m, c in self.cells(section) if c.value is not None]
+        shown = [f"{m.label}: {c.text(m)}{'' if m.unit in ('', '%') else ' '}{m.unit}"
+                 for m, c in cells]
+        return [f"{self.name}  " + ", ".join(shown), *legend(c for _, c in cells)]
 
 
 def register_task(task: Task) -> Task:
@@ -249,5 +276,6 @@ def sections(metrics: dict[str, Any]) -> Iterable[tuple[Task, Any]]:
             yield task, found
 
 
-__all__ = ["Cell", "Context", "ListFile", "Metric", "Outcome", "Plan", "STATUSES", "Section",
-           "Task", "interval", "register_task", "sci", "sections", "task_type", "task_types"]
+__all__ = ["DAGGER", "DAGGER_LEGEND", "PM_LEGEND", "Cell", "Context", "ListFile", "Metric",
+           "Outcome", "Plan", "STATUSES", "Section", "Task", "interval", "legend",
+           "register_task", "sci", "sections", "task_type", "task_types"]

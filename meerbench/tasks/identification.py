@@ -23,6 +23,7 @@ from meerbench.tasks import (
     Section,
     Task,
     interval,
+    legend,
     sci,
 )
 
@@ -104,13 +105,15 @@ class Identification(Task):
                 d["dir"], interval(ci), None, d["reliable"], note)
 
     def summary(self, section: Section) -> list[str]:
+        """Rank-k and DIR@FPIR as the tables show them (± 95% CI, †), with their legend."""
         if not section.ok:
             return super().summary(section)
-        m = section.values
-        dirs = ", ".join(f"DIR@FPIR={d['fpir_target']:g}: {100 * d['dir']:.2f}%"
-                         for d in m["dir_at_fpir"])
-        ranks = ", ".join(f"rank-{k}: {100 * v:.2f}%" for k, v in m["rank"].items())
-        return [f"identification  {ranks}; {dirs}"]
+        cells = [(m, c) for _, m, c in self.cells(section) if m.key != "map"]
+        ranks = ", ".join(f"rank-{m.key[4:]}: {c.text(m)}%" for m, c in cells
+                          if m.key.startswith("rank"))
+        dirs = ", ".join(f"{m.label}: {c.text(m)}%" for m, c in cells
+                         if m.key.startswith("dir@"))
+        return [f"identification  {ranks}; {dirs}", *legend(c for _, c in cells)]
 
 
 IDENTIFICATION = Identification()

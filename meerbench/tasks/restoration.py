@@ -102,8 +102,12 @@ class Restoration(Task):
             if not isinstance(entry, dict):
                 continue
             value = entry.get("mean", entry.get("value"))
-            note = (str(entry.get("reason", "not measured")).split(": ")[0]
-                    if value is None else None)
+            if value is not None:
+                note = None
+            elif "weights_file" in entry:  # its reason names a folder of the running machine
+                note = f"needs {entry['weights_file']} (not on disk at run time)"
+            else:
+                note = str(entry.get("reason", "not measured")).split(": ")[0]
             rule = f"cosine under {entry['recognizer']}" if "recognizer" in entry else None
             yield self.name, shown, Cell(value, rule=rule, note=note)
 

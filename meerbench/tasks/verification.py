@@ -19,6 +19,7 @@ from meerbench.metrics.verification import VerificationSettings
 from meerbench.protocol.sampling import CONDITIONS, PairList, VerificationTask, build_pairs
 from meerbench.schema import Fields
 from meerbench.tasks import (
+    DAGGER,
     Cell,
     Context,
     ListFile,
@@ -28,6 +29,7 @@ from meerbench.tasks import (
     Section,
     Task,
     interval,
+    legend,
     sci,
 )
 
@@ -153,21 +155,32 @@ class Verification(Task):
                     t["tar"], interval(t["ci95"]), t["rule"], t["reliable"], t["warning"])
 
     def summary(self, section: VerificationSection) -> list[str]:
-        scored = [s.values for s in section.conditions.values() if s.ok]
-        targets = [t["target"] for t in scored[0]["tar_at_far"]] if scored else []
-        head = f"{'condition':<9} {'acc %':>13} {'AUC':>7} {'EER %':>7} " + " ".join(
-            f"{'TAR@' + format(t, 'g'):>10}" for t in targets)
+        """One line per condition: accuracy ± its 95% interval (as in the tables), AUC, EER,
+        and TAR@FAR with † where it is not measured; the legend of the marks shown below."""
+        shown: dict[str, dict[str, tuple[Metric, Cell]]] = {}
+        for cond, m, cell in self.cells(section):
+            shown.setdefault(cond, {})[m.key] = (m, cell)
+        tars = list(dict.fromkeys(k for cells in shown.values() for k in cells
+                                  if k.startswith("tar@")))
+        accs = [cells["acc"][1] for cells in shown.values() if "acc" in cells]
+        acc_head = "acc % ± 95% CI" if legend(accs) else "acc %"
+        head = f"{'condition':<9} {acc_head:>16} {'AUC':>7} {'EER %':>7} " + " ".join(
+            f"{'TAR@' + k[4:]:>10}" for k in tars)
         lines = [head, "-" * len(head)]
         for cond, entry in section.conditions.items():
-            m = entry.values
             if not entry.ok:
-                lines.append(f"{cond:<9} skipped: {entry.reason} ({m['n_pairs']} pairs)")
+                lines.append(f"{cond:<9} skipped: {entry.reason} "
+                             f"({entry.values['n_pairs']} pairs)")
                 continue
-            acc = m["accuracy"]
-            tars = " ".join(f"{100 * t['tar']:>10.2f}" for t in m["tar_at_far"])
-            lines.append(f"{cond:<9} {100 * acc['mean']:>6.2f} ± {100 * acc['std']:<4.2f} "
-                         f"{m['auc']['value']:>7.4f} {100 * m['eer']['value']:>7.2f} {tars}")
-        return lines
+            m, cells = entry.values, shown[cond]
+            acc = cells["acc"][1].text(cells["acc"][0]) if "acc" in cells else "n/a"
+            tar = " ".join(f"{metric.show(c.value) + ('' if c.reliable else DAGGER):>10}"
+                           for metric, c in (cells[k] for k in tars if k in cells))
+            lines.append(f"{cond:<9} {acc:>16} {m['auc']['value']:>7.4f} "
+                         f"{100 * m['eer']['value']:>7.2f} {tar}".rstrip())
+        tar_marks = [Cell(c.value, reliable=c.reliable) for cells in shown.values()
+                     for k in tars if k in cells for c in [cells[k][1]]]  # shown without ±
+        return lines + legend([*accs, *tar_marks])
 
 
 def score_pairs(conditions: tuple[str, ...], settings: VerificationSettings, dataset: Any,
