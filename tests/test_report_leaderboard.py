@@ -96,3 +96,56 @@ def test_check_fails_naming_model_protocol_condition_and_metric(results: Path,
         (tmp_path / "gone.json").rename(results / "gamma__synthB.json")
     assert any(m.startswith("gamma | synthB v2 | MR-MP | EER: committed") and "disappeared" in m
                for m in moved)
+
+
+def repeat_protocol(results: Path, folder: Path, shift: dict[str, float]) -> None:
+    """Copies of the synthA Results as protocol 'synthA-unseen': the same lists and unmasked
+    pairs, so UMR-UMP is equal; masked conditions moved by ``shift`` per model, UMR-UMP too
+    for the models in ``shift`` under key 'UMR-UMP:<model>'."""
+    folder.mkdir()
+    drawn = {"dataset": "synthface", "manifest_sha256": "e" * 64}
+    for path in results.glob("*__synthA.json"):
+        data = json.loads(path.read_text())
+        model = data["model"]["name"]
+        data["protocol"].update(drawn)
+        path.write_text(json.dumps(data))  # Results as evaluate() writes them
+        data["protocol"].update(id="synthA-unseen", sha256="f" * 64)
+        for cond, entry in data["metrics"]["verification"].items():
+            move = shift.get(f"UMR-UMP:{model}", 0.0) if cond == "UMR-UMP" else shift[model]
+            entry["accuracy"]["mean"] -= move
+            entry["accuracy"]["ci95"] = [v - move for v in entry["accuracy"]["ci95"]]
+        data["files"] = {}
+        (folder / path.name.replace("synthA", "synthA-unseen")).write_text(json.dumps(data))
+
+
+def test_a_column_that_repeats_another_counts_once(tmp_path: Path) -> None:
+    """UMR-UMP of a protocol that differs only in its masks (same lists, same unmasked pairs)
+    is the same measurement: the mean counts it once and the board says so."""
+    results = tmp_path / "results"
+    write_results(results)
+    write_results(results, {"delta": 2.0}, (("synthA", 1),))
+    unseen = tmp_path / "unseen"
+    repeat_protocol(results, unseen, {"alpha": 0.05, "beta": 0.1, "gamma": 0.02, "delta": 0.0})
+    write_leaderboard(load_runs([results, unseen]), tmp_path / "reports", plots=False)
+    board = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
+    agg = board["aggregates"][0]
+    [(repeated, kept)] = agg["repeats"].items()
+    assert len(agg["columns"]) == 8 and kept in agg["columns"] and repeated not in agg["columns"]
+    assert repeated == "synthA-unseen/v1/ffffffff/UMR-UMP/acc"
+    assert re.fullmatch(r"synthA/v1/[0-9a-f]{8}/UMR-UMP/acc", kept)
+    alpha = next(m for m in board["models"] if m["model"] == "alpha")
+    values = [alpha["cells"][k]["value"] for k in agg["columns"]]
+    assert len(values) == 8 and alpha["aggregates"]["mean:acc"]["value"] == pytest.approx(
+        sum(values) / 8)
+    delta = next(m for m in board["models"] if m["model"] == "delta")["aggregates"]["mean:acc"]
+    assert len(delta["missing"]) == 3 and all(k.startswith("synthB/") for k in delta["missing"])
+    md = (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert "over 8 distinct (protocol, condition) columns (synthA-unseen v1 UMR-UMP repeats " \
+           "synthA v1 UMR-UMP: same images and pairs, counted once)" in md
+
+    moved = tmp_path / "moved"  # one model disagrees on UMR-UMP: not the same images after all
+    repeat_protocol(results, moved, {"alpha": 0.05, "beta": 0.1, "gamma": 0.02, "delta": 0.0,
+                                     "UMR-UMP:beta": 0.01})
+    board = json.loads(write_leaderboard(load_runs([results, moved]), tmp_path / "r2",
+                                         plots=False)[0].read_text())
+    assert len(board["aggregates"][0]["columns"]) == 9 and board["aggregates"][0]["repeats"] == {}

@@ -12,7 +12,19 @@ from PIL import Image
 
 from meerbench.report.commands import report_command
 from meerbench.report.grid import Grid, load_runs
-from meerbench.report.plots import DPI, SIZE, histogram_size, restoration_grid_size, write_plots
+from meerbench.report.plots import (
+    BLIND,
+    DPI,
+    SIZE,
+    USED_MAP,
+    _det,
+    _legend_outside,
+    histogram_size,
+    restoration_grid_size,
+    restorer_input,
+    styles,
+    write_plots,
+)
 from tests.test_report_tables import write_results
 
 
@@ -20,9 +32,15 @@ def pixels(size: tuple[float, float]) -> tuple[int, int]:
     return round(size[0] * DPI), round(size[1] * DPI)
 
 
-def check_png(path: Path, size: tuple[float, float]) -> None:
+def check_png(path: Path, size: tuple[float, float], legend: bool = False) -> None:
+    """The figure's size (a legend outside the axes widens it, never by more than 3 inches),
+    and not blank."""
     with Image.open(path) as image:
-        assert image.size == pixels(size), path.name
+        width, height = pixels(size)
+        if legend:
+            assert height == image.size[1] and width < image.size[0] < width + 3 * DPI, path.name
+        else:
+            assert image.size == (width, height), path.name
         values = np.asarray(image.convert("L"), dtype=np.float64)
     assert values.std() > 10 and (values < 128).mean() > 0.002, f"{path.name} looks blank"
 
@@ -54,7 +72,7 @@ def test_every_plot_at_its_size_with_notes_for_missing_data(tmp_path: Path) -> N
                             ("dir", "identification"), ("restoration", "restoration")])
     sizes = {"hist": histogram_size(3), "restoration": restoration_grid_size(1, 4)}
     for plot in drawn.plots:
-        check_png(plot.files["png"], sizes.get(plot.kind, SIZE))
+        check_png(plot.files["png"], sizes.get(plot.kind, SIZE), plot.kind not in sizes)
     assert (tmp_path / "plots" / "roc__synthA-v1__UMR-MP.png").is_file()
     assert drawn.notes == ["Per-occluder-family bars for synthA v1 MR-MP: skipped, no Result "
                            "carries metrics.verification_by_family for this condition."]
@@ -77,7 +95,65 @@ def test_report_command_on_real_results(tiny_protocol: Path, tmp_path: Path) -> 
     # conditions (Results carry metrics.verification_by_family)
     assert len(pngs) == len(list((out / "plots").glob("*.pdf"))) == 3 * 3 + 2 + 2
     for png in pngs:
-        check_png(png, histogram_size(2) if png.name.startswith("hist") else SIZE)
+        hist = png.name.startswith("hist")
+        check_png(png, histogram_size(2) if hist else SIZE, legend=not hist)
     assert all(p.read_bytes()[:5] == b"%PDF-" for p in (out / "plots").glob("*.pdf"))
     md = (out / "tables.md").read_text()
     assert "| pixels (reference) |" in md and "tiny v1 UMR-MP" in md and "McNemar" in md
+
+
+def test_every_model_has_its_own_colour_and_dashes() -> None:
+    names = ["arcface-s", "arcface-s-maskaug", "dlib-resnet", "eigenfaces", "fisherfaces",
+             "from-s", "inpaint-telea+fisherfaces", "meer-s", "pixels"]
+    look = styles(names)
+    assert len({v["color"] for v in look.values()}) == len(names)
+    assert len({str(v["linestyle"]) for v in look.values()}) == len(names)
+    many = styles([f"m{i:02d}" for i in range(40)])
+    assert len({(v["color"], str(v["linestyle"])) for v in many.values()}) == 40
+
+
+def test_det_axes_are_normal_deviates_labelled_in_percent_with_the_legend_outside() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from scipy.stats import norm
+
+    from meerbench.metrics.verification import roc
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(2000, bool), np.zeros(2000, bool)]
+    curves = {m: roc(np.where(labels, rng.normal(shift, 1, 4000), rng.normal(0, 1, 4000)),
+                     labels) for m, shift in (("a", 2.0), ("b", 1.0))}
+    fig = Figure(figsize=SIZE, dpi=DPI)
+    ax = fig.add_subplot()
+    _det(ax, curves, styles(list(curves)))
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["0.01%", "0.1%", "1%", "10%", "50%", "90%", "99%", "99.9%"]
+    assert np.allclose(ax.get_xticks(), norm.ppf([1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]))
+    assert np.allclose(ax.get_xlim(), norm.ppf([1e-4, 1 - 1e-4]))  # 1 / 2000 -> 1e-4
+    line = ax.get_lines()[0]  # model a: the probits of its FAR and FRR
+    keep = (curves["a"].far > 0) & (curves["a"].tar < 1)
+    assert np.allclose(line.get_xdata(), norm.ppf(curves["a"].far[keep]))
+    assert np.allclose(line.get_ydata(), norm.ppf(1 - curves["a"].tar[keep]))
+
+    size = [ax.get_position().width * fig.get_figwidth(), ax.get_position().height]
+    _legend_outside(fig, ax)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    legend, axes = (x.get_window_extent(renderer) for x in (ax.get_legend(), ax))
+    assert legend.x0 > axes.x1 and legend.x1 <= fig.get_figwidth() * DPI  # beside, inside
+    assert ax.get_position().width * fig.get_figwidth() == pytest.approx(size[0])
+    assert fig.get_figwidth() > SIZE[0]
+
+
+def test_restoration_headers_say_whether_the_true_map_was_used() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    occluder = np.zeros((4, 32, 32), bool)
+    occluder[:, 18:, 6:26] = True
+    masked = truth.copy()
+    masked[occluder] = 200
+    inpainted = masked.copy()  # fills exactly the occluder, as OpenCV inpainting of the map
+    inpainted[occluder] = 120
+    blind = inpainted.copy()  # also edits where its own mask estimate spills over
+    blind[:, 14:18, 6:26] = 90
+    assert restorer_input({"masked": masked, "restored": inpainted, "truth": truth}) == USED_MAP
+    assert restorer_input({"masked": masked, "restored": blind, "truth": truth}) == BLIND

@@ -15,12 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meerbench.errors import MeerbenchError
+from meerbench.errors import ConfigError, MeerbenchError
 from meerbench.metrics.identification import IdentificationSettings, identification_report
 from meerbench.metrics.scorefiles import write_scores_csv
 from meerbench.metrics.verification import VerificationSettings, verification_report
+from meerbench.report.commands import report_command
 from meerbench.report.grid import Grid, load_runs
-from meerbench.report.tables import FORMATS, Report, latex, layout, write_tables
+from meerbench.report.tables import (
+    CSV_HEADER,
+    FORMATS,
+    Report,
+    latex,
+    latex_provenance,
+    layout,
+    write_tables,
+)
 from meerbench.results import Result
 
 CONDITIONS = ("UMR-UMP", "UMR-MP", "MR-MP")
@@ -116,12 +125,17 @@ def read_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def section(text: str, title: str) -> str:
+    """One Markdown table block (its title to the next heading)."""
+    return text.split(f"### {title}")[1].split("###")[0]
+
+
 def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path: Path) -> None:
     report = Report.build(load_runs([results]), reference="gamma", rounds=200)
     paths = write_tables(report, tmp_path)
-    assert sorted(p.name for p in paths) == sorted(FORMATS.values())
+    assert sorted(p.name for p in paths) == sorted(n for names in FORMATS.values() for n in names)
     md = (tmp_path / "tables.md").read_text()
-    table = md.split("### Verification: Accuracy (%)")[1].split("###")[0]
+    table = section(md, "Verification: Accuracy (%)")
     assert "| Model | synthA v1 UMR-UMP | synthA v1 UMR-MP" in table
     assert "synthB v2 MR-MP" in table  # versions label every column
     alpha = next(line for line in table.splitlines() if line.startswith("| alpha |"))
@@ -129,8 +143,12 @@ def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path
     assert alpha.count("**") >= 2 * 6 and "± " in alpha  # best in all 6 columns, bold
     assert re.search(r"\*\*\d+\.\d\d\*\* ± \d+\.\d\d(\\\*){1,2}", alpha)  # marker vs gamma
     assert "**" not in gamma.replace("(reference)", "")
-    assert "McNemar" in table and "insightface" in table and "synthB v2: protocol sha256" in table
-    assert "floor (largest TAR whose FAR" in md and "min_gap" in md
+    notes = [line for line in table.splitlines() if line.startswith("Note: ")]
+    assert len(notes) == 1 and "McNemar" in notes[0] and "Accuracy rule: insightface" in notes[0]
+    assert notes[0].startswith("Note: ± 95% CI; bold: best (higher is better); ")
+    provenance = md.split("### Provenance")[1]
+    assert "sha256" not in table and "| synthB v2 | " in provenance
+    assert "floor (largest TAR whose FAR" in provenance and "min_gap" in provenance
     assert "†" in md and "Identification on synthA v1 (%)" in md
     assert "Restoration on synthA v1" in md and "gamma does not restore faces" in md
 
@@ -139,6 +157,8 @@ def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path
            and r["protocol"] == "synthA" and r["condition"] == "UMR-MP"]
     result = json.loads((results / "alpha__synthA.json").read_text())
     assert float(acc[0]["value"]) == result["metrics"]["verification"]["UMR-MP"]["accuracy"]["mean"]
+    assert acc[0]["unit"] == "fraction" and 0.5 < float(acc[0]["value"]) <= 1  # not "%"
+    assert {r["unit"] for r in rows if r["metric"] == "psnr"} == {"dB"}
     assert acc[0]["best"] == "1" and acc[0]["test"].startswith("McNemar")
     assert float(acc[0]["p_value"]) < 0.05
     tar = [r for r in rows if r["model"] == "beta" and r["metric"] == "tar@0.1"]
@@ -147,33 +167,151 @@ def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path
 
     page = (tmp_path / "tables.html").read_text()
     assert page.startswith("<!doctype html>") and "<script" not in page and "<b>" in page
-    assert 'colspan="3">synthA v1</th>' in page
+    assert 'colspan="3">synthA v1</th>' in page and 'id="tab:provenance"' in page
+    assert page.count('<p class="note">') == len(report.tables())
+
+
+def test_unreliable_cells_are_marked_and_never_bold(results: Path, tmp_path: Path) -> None:
+    """TAR@FAR=0.005 on 100 impostor pairs allows no false accept: every cell is †, none is
+    "best", in every format and in the leaderboard."""
+    from meerbench.report.leaderboard import build_leaderboard
+
+    report = Report.build(load_runs([results]))
+    write_tables(report, tmp_path)
+    table = section((tmp_path / "tables.md").read_text(), "Verification: TAR@FAR=5e-3 (%)")
+    cells = [line for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
+    assert len(cells) == 3 and all(line.count("†") == 6 for line in cells)
+    assert "**" not in table and "bold" not in table
+    assert "† not measured (target x negatives &lt; 1)" in table
+    tex_block = (tmp_path / "tables.tex").read_text().split("TAR@FAR=5e-3")[1].split(
+        r"\end{table}")[0]
+    assert r"\textbf" not in tex_block and tex_block.count(r"$^{\dagger}$") >= 18
+    rows = [r for r in read_csv((tmp_path / "tables.csv").read_text())
+            if r["metric"] == "tar@0.005"]
+    assert len(rows) == 18 and {(r["reliable"], r["best"]) for r in rows} == {("0", "0")}
+    board = build_leaderboard(report.grid)
+    assert not any(cell["best"] for m in board["models"] for key, cell in m["cells"].items()
+                   if key.endswith("/tar@0.005"))
+    assert any(cell["best"] for m in board["models"] for key, cell in m["cells"].items()
+               if key.endswith("/tar@0.1"))
+
+
+def test_metrics_and_conditions_choose_the_columns(results: Path, tmp_path: Path) -> None:
+    code, _ = report_command([str(results)], str(tmp_path / "out"), formats=["md", "csv"],
+                             plots=False, metrics=["tar@", "rank1"], conditions=["MR-MP"])
+    assert code == 0
+    md = (tmp_path / "out" / "tables.md").read_text()
+    titles = re.findall(r"^### (.+)$", md, re.M)
+    assert titles == ["Verification: TAR@FAR=0.1 (%)", "Verification: TAR@FAR=5e-3 (%)",
+                      "Identification on synthA v1 (%)", "Identification on synthB v2 (%)",
+                      "Provenance"]
+    assert "UMR-MP" not in md.split("### Provenance")[0] and "synthB v2 MR-MP" in md
+    rows = read_csv((tmp_path / "out" / "tables.csv").read_text())
+    assert {(r["metric"], r["condition"]) for r in rows} == {
+        ("tar@0.1", "MR-MP"), ("tar@0.005", "MR-MP"), ("rank1", "identification")}
+    with pytest.raises(ConfigError, match=r"metric\(s\) eer@1; the Results here have: acc, "):
+        report_command([str(results)], metrics=["eer@1"])
+    with pytest.raises(ConfigError, match=r"condition\(s\) XX; .*UMR-UMP, UMR-MP, MR-MP"):
+        report_command([str(results)], conditions=["XX"])
+
+
+def test_without_out_the_first_format_is_printed(results: Path) -> None:
+    code, text = report_command([str(results)], formats=["latex"], metrics=["acc"])
+    assert code == 0 and text.startswith("% meerbench tables")
+    assert text.count(r"\begin{table}") == 2 and r"\label{tab:verification-acc}" in text
+    assert r"\label{tab:provenance}" in text and "###" not in text
+    code, text = report_command([str(results)], formats=["csv", "md"])
+    assert text.splitlines()[0] == ",".join(CSV_HEADER)
+    assert report_command([str(results)])[1].startswith("### Verification: Accuracy (%)")
+
+
+def test_a_missing_score_file_is_said_next_to_the_table(results: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    (folder / "beta__synthA.scores.csv").unlink()
+    (folder / "alpha__synthB.scores.csv").unlink()
+    report = Report.build(load_runs([folder]), reference="alpha", rounds=50)
+    write_tables(report, tmp_path / "out")
+    for name in ("tables.md", "tables.tex", "tables.html"):
+        text = (tmp_path / "out" / name).read_text()
+        table = text.split("TAR@FAR=0.1")[1].split("TAR@FAR=5e-3")[0]
+        assert "no score file for beta, alpha (reference): no test" in table, name
+    rows = read_csv((tmp_path / "out" / "tables.csv").read_text())
+    beta = [r for r in rows if r["model"] == "beta" and r["metric"] == "acc"]
+    assert {r["note"] for r in beta if r["protocol"] == "synthA"} == {
+        "no score file for beta: no test"}
+    assert {r["note"] for r in beta if r["protocol"] == "synthB"} == {
+        "no score file for alpha: no test"}
+    assert all(r["test"] == "" for r in beta)
+
+
+def test_no_machine_path_in_any_table(results: Path, tmp_path: Path) -> None:
+    """A restoration metric whose weights were missing names the folder searched; the tables
+    say which file was missing, never where that machine looked."""
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    path = folder / "alpha__synthA.json"
+    data = json.loads(path.read_text())
+    place = str(tmp_path / "hub" / "checkpoints")
+    data["metrics"]["restoration"]["fid"] = {
+        "value": None, "available": False, "weights_file": "pt_inception.pth", "place_at": place,
+        "reason": f"FID Inception weights pt_inception.pth not found in {place}: download it"}
+    path.write_text(json.dumps(data))
+    write_tables(Report.build(load_runs([folder]), reference="beta"), tmp_path / "out")
+    texts = {f.name: f.read_text() for f in (tmp_path / "out").iterdir()}
+    assert "n/a: needs pt_inception.pth (not on disk at run time)" in texts["tables.md"]
+    for name, text in texts.items():
+        assert str(tmp_path) not in text and "/tmp" not in text, name
+
+
+def test_report_reads_a_folder_that_holds_its_leaderboard(results: Path, tmp_path: Path) -> None:
+    from meerbench.report.leaderboard import write_leaderboard
+    from meerbench.results import NotAResult
+
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    write_leaderboard(load_runs([folder]), folder, plots=False)
+    with pytest.warns(NotAResult, match="leaderboard.json"):
+        code, text = report_command([str(folder)], formats=["md"])
+    assert code == 0 and "### Verification: Accuracy (%)" in text
 
 
 def test_latex_compiles_in_a_standard_article(results: Path, tmp_path: Path) -> None:
     report = Report.build(load_runs([results]), reference="gamma", rounds=50)
-    text = latex(report)
+    text, prov = latex(report), latex_provenance(report)
     tables = layout(report.grid)
     assert text.count(r"\begin{table}") == len(tables) == text.count(r"\bottomrule")
     assert text.count(r"\toprule") == text.count(r"\midrule") == len(tables)
     assert r"\cmidrule(lr){2-4} \cmidrule(lr){5-7}" in text and r"\textbf{" in text
+    labels = re.findall(r"\\label\{(tab:[^}]+)\}", text)
+    assert len(labels) == len(set(labels)) == len(tables)
+    assert labels[:2] == ["tab:verification-acc", "tab:verification-tar-0.1"]
+    assert "tab:synthA-v1-identification" in labels and "tab:synthA-v1-restoration" in labels
+    assert re.findall(r"\\label\{([^}]+)\}", prov) == ["tab:provenance"]
     for table, block in zip(tables, text.split(r"\begin{table}")[1:], strict=True):
         body = block.split(r"\midrule")[1].split(r"\bottomrule")[0]
         for row in filter(None, (r.strip() for r in body.split(r"\\"))):
             assert row.count("&") - row.count(r"\&") == len(table.columns)
+        note = block.split(r"\begin{minipage}{\linewidth}\footnotesize")[1].split(
+            r"\end{minipage}")[0].strip()
+        assert "\n" not in note and note.endswith(r"Table~\ref{tab:provenance}.")
     assert "_" not in re.sub(r"\\_", "", text.replace(r"\textsuperscript", ""))
     engine = shutil.which("pdflatex")
     if engine is None:
         pytest.skip("structure checked; no pdflatex to compile (apt install texlive-latex-base "
                     "texlive-latex-recommended)")
     (tmp_path / "tables.tex").write_text(text)
+    (tmp_path / "provenance.tex").write_text(prov)
     (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
-                                        "\\begin{document}\n\\input{tables}\n\\end{document}\n")
-    done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout[-2000:]
+                                        "\\begin{document}\n\\input{tables}\n"
+                                        "\\input{provenance}\n\\end{document}\n")
+    for _ in range(2):  # the second run resolves the references
+        done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
-    assert "Overfull" not in (tmp_path / "paper.log").read_text()
+    log = (tmp_path / "paper.log").read_text()
+    assert "Overfull" not in log and "undefined" not in log and "multiply" not in log
 
 
 def test_protocol_definitions_never_share_a_column(results: Path, tmp_path: Path) -> None:

@@ -22,15 +22,19 @@ EXIT_CHECK_FAILED = 3
 def report_command(paths: Sequence[str], out: str | None = None,
                    formats: Sequence[str] = ("md", "latex", "csv", "html"),
                    reference: str | None = None, rounds: int = 1000,
-                   plots: bool = True) -> tuple[int, str]:
-    """Tables in ``formats`` and every plot into ``out``; without ``out``, Markdown to print."""
+                   plots: bool = True, metrics: Sequence[str] | None = None,
+                   conditions: Sequence[str] | None = None) -> tuple[int, str]:
+    """Tables in ``formats`` and every plot into ``out``; without ``out``, the first format's
+    text to print (LaTeX: the tables, then the provenance table). ``metrics`` and
+    ``conditions`` choose the columns (:meth:`Report.build`)."""
     from meerbench.report.plots import write_plots
-    from meerbench.report.tables import Report, markdown, write_tables
+    from meerbench.report.tables import Report, check_formats, render, write_tables
 
+    check_formats(formats)
     runs = load_runs(paths)
-    report = Report.build(runs, reference, rounds)
+    report = Report.build(runs, reference, rounds, metrics, conditions)
     if out is None:
-        return 0, markdown(report)
+        return 0, "\n".join(render(report, formats[0]).values())
     load_side_files(runs)
     folder = Path(out)
     files = write_tables(report, folder, formats)

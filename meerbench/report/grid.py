@@ -2,7 +2,9 @@
 
 A column is (protocol id, version, protocol sha256, condition, metric). The sha256 is part of the
 key, so numbers from different protocol definitions never share a column; when one id and version
-come with two definitions, their labels show the sha256 prefix.
+come with two definitions, their labels show the sha256 prefix. Two columns of different
+protocols can still be one measurement (synthmask and synthmask-unseen render the same unmasked
+faces, so their UMR-UMP columns are equal): :meth:`Grid.same_measurement` says when.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from meerbench.errors import DatasetError, MeerbenchError
+from meerbench.errors import ConfigError, DatasetError, MeerbenchError
 from meerbench.metrics.scorefiles import ScoreTable, load_scores
 from meerbench.protocol import task_types
+from meerbench.protocol.sampling import CONDITIONS
 from meerbench.results import read_results, result_file
 from meerbench.tasks import Cell, Metric, sections
 
-__all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "run_cells"]
+__all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "matches",
+           "run_cells"]
 
 
 @dataclass(frozen=True, order=True)
@@ -138,6 +142,12 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return [Run(data, path) for path, data in read_results(paths)]
 
 
+def matches(key: str, pattern: str) -> bool:
+    """A metric key against a chosen name: the key itself, or a prefix ending in '@'
+    (``tar@`` is every TAR@FAR)."""
+    return key == pattern or (pattern.endswith("@") and key.startswith(pattern))
+
+
 def run_cells(run: Run) -> dict[Column, Cell]:
     """Every reportable number of one Result, read through its task types' typed sections."""
     return {Column(run.protocol, condition, metric): cell
@@ -208,9 +218,11 @@ class Grid:
         return sorted({c.protocol for c in self.columns})
 
     def best(self, column: Column) -> float | None:
-        """Best displayed value of the column (rounded as shown), None when it has none."""
+        """Best displayed value of the column (rounded as shown) among reliable cells; None
+        when it has none (a rate that is not measured (†) is never "best")."""
         shown = [round(c.value * column.metric.scale, column.metric.digits)
-                 for m in self.models if (c := self.cell(m, column)) and c.value is not None]
+                 for m in self.models
+                 if (c := self.cell(m, column)) and c.value is not None and c.reliable]
         if not shown:
             return None
         return max(shown) if column.metric.higher_is_better else min(shown)
@@ -218,5 +230,67 @@ class Grid:
     def is_best(self, model: str, column: Column) -> bool:
         cell = self.cell(model, column)
         best = self.best(column)
-        return (cell is not None and cell.value is not None and best is not None
+        return (cell is not None and cell.value is not None and cell.reliable
+                and best is not None
                 and round(cell.value * column.metric.scale, column.metric.digits) == best)
+
+    def select(self, metrics: Sequence[str] | None = None,
+               conditions: Sequence[str] | None = None) -> Grid:
+        """This grid with only the columns of ``metrics`` (keys, or prefixes ending in '@')
+        and, for task types with conditions, of ``conditions`` (other task types keep theirs).
+        A name no column has is a ConfigError listing the names there are."""
+        columns = self.columns
+        if metrics:
+            keys = list(dict.fromkeys(c.metric.key for c in columns))
+            _known("metric", [m for m in metrics if not any(matches(k, m) for k in keys)], keys)
+            columns = [c for c in columns if any(matches(c.metric.key, m) for m in metrics)]
+        if conditions:
+            split = {t.name for t in task_types() if t.per_condition}
+            present = list(dict.fromkeys(c.condition for c in columns if c.metric.task in split))
+            _known("condition", [c for c in conditions if c not in present], present)
+            columns = [c for c in columns
+                       if c.metric.task not in split or c.condition in conditions]
+        kept = set(columns)
+        return Grid(self.runs, {k: v for k, v in self.cells.items() if k[1] in kept},
+                    list(columns))
+
+    def same_measurement(self, a: Column, b: Column) -> bool:
+        """Whether columns ``a`` and ``b`` of two protocols measure the same thing, so that an
+        aggregate counts them once. The rule: same metric and condition; a condition whose
+        images are all unmasked (UMR-UMP), so that protocols differing only in how they mask
+        cannot tell it apart; and for every model with a value in both, its two Results drew
+        the same list from the same dataset (``protocol.lists`` sha256, ``dataset`` and
+        ``manifest_sha256``, all recorded) and agree within the metric's tolerance under the
+        same rule."""
+        if (a.metric != b.metric or a.condition != b.condition
+                or CONDITIONS.get(a.condition) != (False, False)):
+            return False
+        both = [m for m in self.models if (ca := self.cell(m, a)) and (cb := self.cell(m, b))
+                and ca.value is not None and cb.value is not None]
+        for model in both:
+            ca, cb = self.cell(model, a), self.cell(model, b)
+            ra, rb = (self.run(model, c.protocol).result["protocol"] for c in (a, b))
+            drawn = [(p.get("lists", {}).get(a.metric.task), p.get("dataset"),
+                      p.get("manifest_sha256")) for p in (ra, rb)]
+            if (drawn[0] != drawn[1] or None in drawn[0] or ca.rule != cb.rule
+                    or abs(ca.value - cb.value) > a.metric.tolerance):
+                return False
+        return bool(both)
+
+    def distinct(self, columns: Sequence[Column]) -> dict[Column, list[Column]]:
+        """``columns`` grouped by :meth:`same_measurement`: each kept column (the first of its
+        group, in order) with the later columns that repeat it."""
+        groups: dict[Column, list[Column]] = {}
+        for column in columns:
+            first = next((k for k in groups if self.same_measurement(k, column)), None)
+            if first is None:
+                groups[column] = []
+            else:
+                groups[first].append(column)
+        return groups
+
+
+def _known(what: str, unknown: list[str], present: list[str]) -> None:
+    if unknown:
+        raise ConfigError(f"No column has the {what}(s) {', '.join(unknown)}; the Results here "
+                          f"have: {', '.join(present)}.")

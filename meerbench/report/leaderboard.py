@@ -1,8 +1,11 @@
 """The leaderboard: ``leaderboard.json`` (values, intervals, tolerances, provenance), ``.md`` and
 a static ``.html``, plus the regression check of fresh Results against the committed JSON.
 
-A model is ranked on an aggregate (mean over every column of one metric) only when it has a value
-in every one of those columns; columns never mix protocol versions (see :mod:`grid`).
+An aggregate is the mean over the distinct columns of one metric: a column that repeats another
+one's measurement (:meth:`Grid.same_measurement`: UMR-UMP of synthmask and synthmask-unseen are
+the same unmasked images and pairs) counts once, and a model's value there is read from
+whichever of the repeated columns it has. A model is ranked on an aggregate only when it has a
+value in every distinct column; columns never mix protocol versions (see :mod:`grid`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from urllib.parse import quote
 from meerbench.errors import MeerbenchError
 from meerbench.io import ensure_writable_dir, write_text
 from meerbench.report.grid import Column, Grid, Run, load_runs, load_side_files
+from meerbench.report.page import leaderboard_html, ranking_note
 from meerbench.report.plots import Plots, write_plots
 from meerbench.report.tables import Report, markdown, md
 from meerbench.results import (
@@ -46,9 +50,11 @@ def build_leaderboard(grid: Grid, plots: Plots | None = None,
             (cell := grid.cell(m, c)) is not None and cell.value is not None for m in grid.models)]
         if cols:
             m = cols[0].metric
+            groups = grid.distinct(cols)
             aggregates.append({"key": f"mean:{key}", "metric": key, "label": label,
-                               "columns": [c.key for c in cols], "tolerance": m.tolerance,
-                               "higher_is_better": m.higher_is_better})
+                               "columns": [c.key for c in groups], "tolerance": m.tolerance,
+                               "higher_is_better": m.higher_is_better,
+                               "repeats": {r.key: c.key for c, rs in groups.items() for r in rs}})
     models = [_model_entry(grid, model, aggregates) for model in grid.models]
     rank_by = aggregates[0]["key"] if aggregates else None
     if rank_by is not None:
@@ -89,7 +95,9 @@ def _model_entry(grid: Grid, model: str, aggregates: list[dict[str, Any]]) -> di
                             "best": grid.is_best(model, c)}
     means = {}
     for agg in aggregates:
-        values = [cells.get(k, {}).get("value") for k in agg["columns"]]
+        values = [next((v for c in [k, *(r for r, f in agg["repeats"].items() if f == k)]
+                        if (v := cells.get(c, {}).get("value")) is not None), None)
+                  for k in agg["columns"]]
         missing = [k for k, v in zip(agg["columns"], values, strict=True) if v is None]
         means[agg["key"]] = {"value": None if missing else sum(values) / len(values),
                              "missing": missing}
@@ -128,8 +136,6 @@ def write_leaderboard(runs: Sequence[Run], out: Path, *, plots: bool = True) -> 
     Every input (Results, score files, restoration samples) is read and checked first, so a bad
     one fails with nothing written.
     """
-    from meerbench.report.page import leaderboard_html
-
     grid = Grid.build(runs)
     load_side_files(runs)
     ensure_writable_dir(out)
@@ -152,14 +158,11 @@ def _show(column: dict[str, Any], value: float | None) -> str:
 
 
 def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
-    """Ranking, per-metric tables, provenance, tolerances and plot links."""
+    """Ranking, per-metric tables with their provenance, tolerances and plot links."""
     aggs = board["aggregates"]
     lines = ["# meerbench leaderboard", ""]
     if aggs:
-        first = aggs[0]
-        lines += [f"Ranked by {first['label'].lower()} over {len(first['columns'])} "
-                  "(protocol, condition) columns; a model without a value in every one of them "
-                  "is not ranked.", "",
+        lines += [md(ranking_note(board)), "",
                   "| Rank | Model | " + " | ".join(f"{a['label']} (%)" for a in aggs) + " |",
                   "|--:|:--|" + "--:|" * len(aggs)]
         for m in board["models"]:
@@ -170,17 +173,7 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
                              f"incomplete ({len(entry['missing'])} of {len(a['columns'])} missing)")
             lines.append(f"| {m['rank'] or '–'} | {md(m['model'])} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Tables", "", markdown(report).rstrip(), "",
-              "## Provenance", "",
-              "| Model | Protocol | Weights sha256 | Input | Date | meerbench | Commit | Device |",
-              "|:--|:--|:--|:--|:--|:--|:--|:--|"]
-    for m in board["models"]:
-        for p in m["provenance"]:
-            cells = [m["model"], f"{p['protocol']} v{p['version']} ({p['protocol_sha256'][:8]})",
-                     (p["weights_sha256"] or "–")[:16], _contract(p["contract"]), p["date"],
-                     p["meerbench_version"], (p["git_commit"] or "–")[:10],
-                     f"{p['device']} {p['precision']}"]
-            lines.append("| " + " | ".join(md(c) for c in cells) + " |")
+    lines += ["## Tables", "", markdown(report).rstrip()]
     lines += ["", "## Regression tolerances", "",
               "`meerbench leaderboard RESULTS --check reports/` fails when a value moves by more "
               "than its tolerance (raw units: fractions for rates, dB for PSNR).", "",
@@ -197,14 +190,6 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
     if board["notes"]:
         lines += ["", "## Notes", ""] + [f"- {md(n)}" for n in board["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def _contract(contract: dict[str, Any] | None) -> str:
-    if not contract:
-        return "–"
-    h, w = contract.get("input_size", ("?", "?"))
-    return (f"{h}x{w} {contract.get('channels')} {contract.get('alignment')}, "
-            f"{contract.get('embedding_dim')}-d")
 
 
 # ----------------------------------------------------------------------------- regression check

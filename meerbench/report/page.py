@@ -11,6 +11,9 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from meerbench.report.tables import BOLD_LEGEND
+from meerbench.tasks import DAGGER, DAGGER_LEGEND, PM_LEGEND
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#1b1b1b}
 h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.15em;margin-top:1.6em}
@@ -87,9 +90,7 @@ def leaderboard_html(board: dict[str, Any]) -> str:
                     f'<span class="m">{escape(c["label"])}{unit}</span></th>')
     head.append("<th>Provenance</th>")
     rows = [_row(board, m) for m in board["models"]]
-    ranked = (f"Ranked by {escape(aggs[0]['label'].lower())} over {len(aggs[0]['columns'])} "
-              "(protocol, condition) columns; a model without a value in every one of them is "
-              "not ranked." if aggs else "No aggregate to rank by.")
+    ranked = escape(ranking_note(board)) if aggs else "No aggregate to rank by."
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -101,6 +102,18 @@ def leaderboard_html(board: dict[str, Any]) -> str:
         "<tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>\n"
         + _plots(board) + _notes(board) + f"<script>{JS}</script>\n</body></html>\n"
     )
+
+
+def ranking_note(board: dict[str, Any]) -> str:
+    """How the first aggregate ranks (plain text, for the page and ``leaderboard.md``):
+    over how many distinct columns, and which repeated columns count once."""
+    first = board["aggregates"][0]
+    names = {c["key"]: f'{c["protocol_label"]} {c["condition"]}' for c in board["columns"]}
+    repeats = "; ".join(f"{names[r]} repeats {names[k]}" for r, k in first["repeats"].items())
+    once = f" ({repeats}: same images and pairs, counted once)" if repeats else ""
+    return (f"Ranked by {first['label'].lower()} over {len(first['columns'])} distinct "
+            f"(protocol, condition) columns{once}; a model without a value in every one of "
+            "them is not ranked.")
 
 
 def _where(c: dict[str, Any]) -> str:
@@ -154,7 +167,7 @@ def _cell(c: dict[str, Any], cell: dict[str, Any] | None) -> str:
         title.append(f'95% CI [{c["scale"] * ci[0]:.{c["digits"]}f}, '
                      f'{c["scale"] * ci[1]:.{c["digits"]}f}]')
     if not cell["reliable"]:
-        text += "†"
+        text += DAGGER
     if cell.get("note"):
         title.append(cell["note"])
     klass = ' class="best"' if cell["best"] else ""
@@ -194,8 +207,6 @@ def _plots(board: dict[str, Any]) -> str:
 
 
 def _notes(board: dict[str, Any]) -> str:
-    notes = ["† the rate is not measured at this operating point (target × negatives < 1).",
-             "± is the larger distance from the value to an end of its 95% bootstrap interval.",
-             *board["notes"]]
+    notes = [f"{PM_LEGEND}.", f"{DAGGER_LEGEND}.", BOLD_LEGEND, *board["notes"]]
     return '<h2>Notes</h2>\n<ul class="notes">' + "".join(
         f"<li>{escape(n)}</li>" for n in notes) + "</ul>\n"

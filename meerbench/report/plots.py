@@ -1,8 +1,10 @@
 """Figures from Results and their score files, as PNG and PDF (matplotlib, Agg, no pyplot).
 
-ROC and DET (log FAR axis) per protocol condition with models overlaid, genuine/impostor score
-histograms, CMC, DIR vs FPIR, per-occluder-family bars and restoration grids. Every model keeps
-one colour (Okabe-Ito, colour-blind safe) and line style in every figure.
+ROC (log FAR axis) and DET (normal-deviate axes, the bob/NIST convention) per protocol
+condition with models overlaid, genuine/impostor score histograms, CMC, DIR vs FPIR,
+per-occluder-family bars and restoration grids. Every model keeps one colour of a
+colour-blind-safe palette and one dash pattern in every figure, both distinct per model for up
+to nine models; legends sit outside the data, to the right of the axes.
 """
 
 from __future__ import annotations
@@ -22,21 +24,37 @@ from meerbench.tasks.identification import IDENTIFICATION
 from meerbench.tasks.restoration import RESTORATION
 from meerbench.tasks.verification import VERIFICATION
 
-# Okabe & Ito (2008), "Color Universal Design", ordered for contrast on white (yellow last).
+# Okabe & Ito (2008), "Color Universal Design", ordered for contrast on white (yellow last),
+# then a neutral grey: nine colours that stay apart under the common colour-vision deficiencies.
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000",
              "#F0E442")
-LINESTYLES = ("-", "--", "-.", ":")
+PALETTE = (*OKABE_ITO, "#999999")
+#: Dash patterns, one per model: ten, so (colour, dashes) pairs never repeat below 90 models.
+LINESTYLES: tuple[Any, ...] = (
+    "-", (0, (5, 1.5)), (0, (1, 1.2)), (0, (5, 1.5, 1, 1.5)), (0, (9, 2)),
+    (0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (2.5, 1.5)), (0, (9, 2, 2, 2)), (0, (1, 2.5)),
+    (0, (4, 1, 1, 1, 1, 1, 1, 1)))
+#: DET axis ticks (rates; labelled in %), where they fall inside the data's range.
+DET_TICKS = (1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999)
 DPI = 150
-SIZE = (4.8, 3.6)  # inches: 720 x 540 pixels at DPI
+SIZE = (4.8, 3.6)  # inches: 720 x 540 pixels at DPI, before the legend widens the figure
 PANEL = (2.4, 2.0)  # one histogram panel
 CELL = 0.9  # one restoration-grid image
 AXES = (0.6, 0.15, 0.5, 0.35)  # margins in inches: left, right, bottom, top
+LEGEND_GAP = 0.1  # inches between the axes and a legend outside them
 STYLE = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
     "axes.spines.right": False, "lines.linewidth": 1.4, "pdf.fonttype": 42,
 }
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
+#: Restoration grids: what a restorer was given and whether it kept to it (a model whose
+#: edits stay inside the true occluder map restored with it; others found the occluder).
+USED_MAP, BLIND = "used true map", "blind (own mask)"
+RESTORATION_CAPTION = (
+    "Every restorer was given the masked image and its true occluder map. "
+    f"'{USED_MAP}': all pixels it changed lie inside that map (an oracle mask); "
+    f"'{BLIND}': it also changed pixels outside it.")
 
 
 @dataclass(frozen=True)
@@ -62,9 +80,10 @@ class Plots:
 
 
 def styles(models: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Colour and line style per model, stable for a given set of model names."""
-    return {m: {"color": OKABE_ITO[i % len(OKABE_ITO)],
-                "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+    """Colour and dash pattern per model, stable for a given set of model names; both differ
+    between any two of up to len(PALETTE) models."""
+    return {m: {"color": PALETTE[i % len(PALETTE)],
+                "linestyle": LINESTYLES[i % len(LINESTYLES)]}
             for i, m in enumerate(sorted(models))}
 
 
@@ -74,7 +93,7 @@ def histogram_size(n_models: int) -> tuple[float, float]:
 
 
 def restoration_grid_size(n_models: int, n_samples: int) -> tuple[float, float]:
-    return CELL * (n_models + 2), CELL * n_samples + 0.35
+    return CELL * (n_models + 2), CELL * n_samples + 0.75
 
 
 def write_plots(grid: Grid, out: Path, formats: Sequence[str] = ("png", "pdf")) -> Plots:
@@ -118,6 +137,24 @@ def _save(fig: Any, out: Path, stem: str, formats: Sequence[str]) -> dict[str, P
     return files
 
 
+def _legend_outside(fig: Any, ax: Any) -> None:
+    """The legend to the right of the axes, off the data: the figure widens by the legend's
+    width and every axes keeps its size and place."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    gap = LEGEND_GAP / (ax.get_position().width * fig.get_figwidth())  # in axes widths
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.0 + gap, 1.0), frameon=False,
+                       borderaxespad=0.0, handlelength=3.0)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    extra = legend.get_window_extent(renderer).width / fig.dpi + LEGEND_GAP + 0.05
+    width = fig.get_figwidth()
+    fig.set_size_inches(width + extra, fig.get_figheight())
+    for axes in fig.axes:
+        box = axes.get_position()
+        axes.set_position([box.x0 * width / (width + extra), box.y0,
+                           box.width * width / (width + extra), box.height])
+
+
 def _by_condition(run: Run, condition: str) -> tuple[np.ndarray, np.ndarray] | None:
     table = run.scores()
     table = None if table is None else table.of_condition(condition)
@@ -141,11 +178,13 @@ def _verification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, A
         curves = {m: roc(scores, labels) for m, (scores, labels) in data.items()}
         for kind, draw in (("roc", _roc), ("det", _det)):
             fig = _figure(SIZE)
-            draw(fig.add_subplot(), curves, look)
+            ax = fig.add_subplot()
+            draw(ax, curves, look)
+            _legend_outside(fig, ax)
             fig.suptitle(_plain(f"{kind.upper()} · {label} · {cond}"))
             result.plots.append(Plot(kind, label, cond,
                                      _save(fig, out, f"{kind}__{slug}__{cond}", formats)))
-        fig = _figure(histogram_size(len(data)), (0.15, 0.1, 0.45, 0.55), 0.08)
+        fig = _figure(histogram_size(len(data)), (0.15, 0.1, 0.45, 0.7), 0.08)
         _histograms(fig, data)
         fig.suptitle(_plain(f"Genuine and impostor scores · {label} · {cond}"))
         result.plots.append(Plot("hist", label, cond,
@@ -165,25 +204,35 @@ def _roc(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> No
     ax.set_ylim(0, 100)
     ax.set_xlabel("False accept rate (FAR)")
     ax.set_ylabel("True accept rate (TAR, %)")
-    ax.legend(loc="lower right")
 
 
 def _det(ax: Any, curves: dict[str, Any], look: dict[str, dict[str, Any]]) -> None:
-    floor_far, floor_frr = 1.0, 1.0
+    """FRR against FAR on normal-deviate axes (probit of each rate, ticks in %), the DET
+    convention of bob.measure and NIST: Gaussian score distributions give straight lines.
+    Both axes run from the decade below the finest resolution of the data (one error in the
+    larger of the genuine and impostor sets; at most 1%) to its mirror image; the dotted line
+    is FAR = FRR."""
+    from scipy.stats import norm
+
+    floor = 1.0
     for model, curve in curves.items():
         frr = 1.0 - curve.tar
         keep = (curve.far > 0) & (frr > 0)
-        ax.plot(curve.far[keep], frr[keep], drawstyle="steps-post", label=_plain(model),
-                **look[model])
-        floor_far = min(floor_far, 1.0 / curve.n_impostor)
-        floor_frr = min(floor_frr, 1.0 / curve.n_genuine)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(10 ** math.floor(math.log10(floor_far)), 1)
-    ax.set_ylim(10 ** math.floor(math.log10(floor_frr)), 1)
-    ax.set_xlabel("False accept rate (FAR)")
-    ax.set_ylabel("False reject rate (FRR)")
-    ax.legend(loc="lower left")
+        ax.plot(norm.ppf(curve.far[keep]), norm.ppf(frr[keep]), drawstyle="steps-post",
+                label=_plain(model), **look[model])
+        floor = min(floor, 1.0 / curve.n_impostor, 1.0 / curve.n_genuine)
+    low = min(0.01, 10 ** math.floor(math.log10(floor)))
+    span = norm.ppf([low, 1 - low])
+    ticks = [t for t in DET_TICKS if low <= t <= 1 - low]
+    labels = [f"{100 * t:g}%" for t in ticks]
+    ax.plot(span, span, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
+    ax.set_xticks(norm.ppf(ticks), labels)
+    ax.set_yticks(norm.ppf(ticks), labels)
+    ax.set_xlim(*span)
+    ax.set_ylim(*span)
+    ax.tick_params(labelsize=6.5)
+    ax.set_xlabel("False accept rate (FAR, normal deviate scale)")
+    ax.set_ylabel("False reject rate (FRR, normal deviate scale)")
 
 
 def _histograms(fig: Any, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -200,8 +249,8 @@ def _histograms(fig: Any, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> Non
         ax.set_title(_plain(model))
         ax.set_xlabel("score")
         ax.set_yticks([])
-        if i == 0:
-            ax.legend(loc="upper left")
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="upper center", ncols=2,
+               frameon=False, bbox_to_anchor=(0.5, 1 - 0.28 / fig.get_figheight()))
 
 
 def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict[str, Any]],
@@ -229,11 +278,11 @@ def _families(grid: Grid, protocol: ProtocolKey, cond: str, look: dict[str, dict
             errors[0].append(0 if v is None or ci is None else 100 * (v - ci[0]))
             errors[1].append(0 if v is None or ci is None else 100 * (ci[1] - v))
         ax.bar(x, values, width, yerr=errors, capsize=2, label=_plain(model),
-               color=look[model]["color"])
+               color=look[model]["color"], edgecolor="black", linewidth=0.4)
     ax.set_xticks(np.arange(len(families)), [_plain(f) for f in families])
-    ax.set_ylabel("EER (%), 95% interval")
+    ax.set_ylabel("EER (%), whiskers: 95% CI")
     ax.set_xlabel("occluder family of the probe")
-    ax.legend()
+    _legend_outside(fig, ax)
     fig.suptitle(_plain(f"EER by occluder family · {label} · {cond}"))
     slug = grid.slug(protocol)
     result.plots.append(Plot("families", label, cond,
@@ -253,7 +302,9 @@ def _identification(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str,
         draws.append(("dir", "DIR vs FPIR", lambda ax: _dir(ax, found, look)))
     for kind, title, draw in draws:
         fig = _figure(SIZE)
-        draw(fig.add_subplot())
+        ax = fig.add_subplot()
+        draw(ax)
+        _legend_outside(fig, ax)
         fig.suptitle(_plain(f"{title} · {label}"))
         result.plots.append(Plot(kind, label, "identification",
                                  _save(fig, out, f"{kind}__{slug}", formats)))
@@ -270,7 +321,6 @@ def _cmc(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, An
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Rank")
     ax.set_ylabel("Identification rate (%)")
-    ax.legend(loc="lower right")
 
 
 def _dir(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, Any]]) -> None:
@@ -289,12 +339,12 @@ def _dir(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, An
     ax.set_ylim(0, min(100.0, max(5.0, 1.15 * ax.get_ylim()[1])))
     ax.set_xlabel("False positive identification rate (FPIR target)")
     ax.set_ylabel("Detection and identification rate (DIR, %)")
-    ax.legend(loc="upper left")
 
 
 def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence[str],
                  result: Plots) -> None:
-    """Masked input | each model's restoration | ground truth, for the Result's samples."""
+    """Masked input | each model's restoration | ground truth, for the Result's samples; each
+    restorer's header says what it restored with (:func:`restorer_input`)."""
     label = grid.label(protocol)
     runs = [r for m in grid.models if (r := grid.run(m, protocol))
             and (section := RESTORATION.read(r.result["metrics"])) and section.ok]
@@ -308,9 +358,10 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
     first = next(iter(samples.values()))
     keys = first["keys"]
     models = [m for m, s in samples.items() if np.array_equal(s["keys"], keys)]
-    fig = _figure(restoration_grid_size(len(models), len(keys)), (0.02, 0.02, 0.02, 0.3),
+    fig = _figure(restoration_grid_size(len(models), len(keys)), (0.02, 0.02, 0.4, 0.35),
                   0.04, 0.04)
-    columns = [("masked", first["masked"])] + [(m, samples[m]["restored"]) for m in models]
+    columns = [("masked input", first["masked"])] + [
+        (f"{m}\n{restorer_input(samples[m])}", samples[m]["restored"]) for m in models]
     columns.append(("ground truth", first["truth"]))
     for row in range(len(keys)):
         for col, (name, images) in enumerate(columns):
@@ -318,7 +369,9 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
             ax.imshow(images[row])
             ax.set_axis_off()
             if row == 0:
-                ax.set_title(_plain(name), fontsize=6)
+                ax.set_title(_plain(name), fontsize=5.5)
+    fig.text(0.5, 0.02 / fig.get_figheight(), RESTORATION_CAPTION, ha="center", va="bottom",
+             fontsize=5.5, wrap=True)
     slug = grid.slug(protocol)
     result.plots.append(Plot("restoration", label, "restoration",
                              _save(fig, out, f"restoration__{slug}", formats)))
@@ -326,3 +379,16 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
     if left:
         result.notes.append(f"Restoration grid for {label}: {', '.join(left)} left out, their "
                             "samples are other images than the first model's.")
+
+
+def restorer_input(samples: dict[str, np.ndarray]) -> str:
+    """:data:`USED_MAP` when every pixel the restorer changed lies where the masked image
+    differs from its exact unmasked twin (the true occluder), else :data:`BLIND`. A pixel of
+    the map that the occluder happens to leave equal to the twin may be changed too: up to
+    1% of the changes outside is still counted as keeping to the map."""
+    masked, restored, truth = (np.asarray(samples[k], np.float64) for k in
+                               ("masked", "restored", "truth"))
+    occluder = np.any(masked != truth, axis=-1)
+    changed = np.any(restored != masked, axis=-1)
+    outside = np.count_nonzero(changed & ~occluder)
+    return USED_MAP if outside <= 0.01 * max(np.count_nonzero(changed), 1) else BLIND
