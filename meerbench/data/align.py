@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
 
-from meerbench.data.dataset import Dataset, Sample
+from meerbench.data.dataset import Dataset
 from meerbench.data.images import read_rgb
 from meerbench.errors import ConfigError, DatasetError, ModelError, UnknownNameError
 from meerbench.models.contract import ARCFACE_112_TEMPLATE
@@ -235,13 +236,20 @@ def align_dataset(dataset: Dataset, aligner: str = "dlib", *,
     final = artefact.ensure(lambda folder: _align_into(dataset, get_aligner(aligner), folder,
                                                        progress))
     info = artefact.info
-    samples = [Sample(key=s.key, path=final / png_key(s.key), identity=s.identity,
-                      masked=s.masked, mask_type=s.mask_type, split=s.split,
-                      sha256=artefact.sha256(png_key(s.key)))
-               for s in dataset.samples]
+    samples = [replace(s, path=final / png_key(s.key), sha256=artefact.sha256(png_key(s.key)))
+               for s in as_aligned(dataset).samples]
     prepared = Dataset(dataset.name, final, samples, dataset.pairs,
                        info={**dataset.info, "alignment": info})
     return prepared, info
+
+
+def as_aligned(dataset: Dataset) -> Dataset:
+    """``dataset``'s samples as ``align_dataset`` returns them, without aligning anything: the
+    same keys, identities, masked flags, families and splits, no ``twin`` or ``mask_map`` (they
+    are in the original geometry). Enough to build a protocol's lists before the slow alignment."""
+    return Dataset(dataset.name, dataset.root,
+                   [replace(s, twin=None, mask_map=None) for s in dataset.samples],
+                   dataset.pairs, info=dataset.info)
 
 
 def _align_into(dataset: Dataset, impl: Aligner, folder: Path, progress: bool) -> dict[str, Any]:

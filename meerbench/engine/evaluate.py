@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import io
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from meerbench.protocol import Protocol, load_protocol, task_type
 from meerbench.results import Result, provenance, result_path
 from meerbench.settings import resolve_device
 from meerbench.store import Artefact
-from meerbench.tasks import Context
+from meerbench.tasks import Context, Plan
 
 FRAME = (112, 112)
 
@@ -63,7 +64,7 @@ def evaluate(
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once
         dataset, preparation = prepare_dataset(proto, data, progress)
     tasks = {name: task_type(name) for name in proto.tasks}
-    plans = {name: task.plan(proto.tasks[name], dataset) for name, task in tasks.items()}
+    plans = plan_tasks(proto, dataset)
     timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
 
     t = time.perf_counter()
@@ -128,13 +129,32 @@ def evaluate(
     return result
 
 
+def plan_tasks(proto: Protocol, dataset: Dataset) -> dict[str, Plan]:
+    """Each task's plan (its lists) on ``dataset``, in the protocol's order; a dataset that
+    cannot make them (too few identities for the folds, ...) fails here."""
+    return {name: task_type(name).plan(config, dataset) for name, config in proto.tasks.items()}
+
+
 def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset, dict[str, Any]]:
-    """Read the protocol's dataset, align it when it is not aligned, add synthetic masks."""
+    """Read the protocol's dataset, align it when it is not aligned, add synthetic masks.
+
+    Before the slow alignment, a download far smaller than the protocol's published counts is
+    warned about (``IncompleteDataset``) and, unless synthetic masks are still to be added (they
+    need aligned faces), the tasks' lists are built once so that a dataset that cannot make them
+    fails at once.
+    """
     dataset = open_dataset(proto.dataset, data, progress=progress)
     info: dict[str, Any] = {"dataset_info": _jsonable(dataset.info)}
+    if short := shortfalls(proto, dataset_counts(dataset)):
+        warnings.warn(f"{dataset.name} at {dataset.root} looks incomplete: found "
+                      f"{'; '.join(short)}. Check the download (published counts: "
+                      f"{proto.published.get('source', proto.citation)}).", IncompleteDataset,
+                      stacklevel=2)
     if not proto.aligned:
-        from meerbench.data.align import align_dataset
+        from meerbench.data.align import align_dataset, as_aligned
 
+        if proto.masking is None:
+            plan_tasks(proto, as_aligned(dataset))
         dataset, info["alignment"] = align_dataset(dataset, proto.aligner, progress=progress)
     if proto.masking is not None:
         from meerbench.data.masking import MaskingSpec, mask_dataset
@@ -143,6 +163,35 @@ def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset
         spec = MaskingSpec(seed=m.seed, families=m.families, landmarks=m.landmarks)
         dataset, info["masking"] = mask_dataset(dataset, spec, progress=progress)
     return dataset, _jsonable(info)
+
+
+#: a count below this share of the protocol's published count marks a download as incomplete.
+INCOMPLETE_BELOW = 0.5
+COUNTED = {"identities": "identities", "images_masked": "masked images",
+           "images_unmasked": "unmasked images"}
+
+
+class IncompleteDataset(UserWarning):
+    """The dataset found is far smaller than its protocol's published counts."""
+
+
+def dataset_counts(dataset: Dataset) -> dict[str, int]:
+    """Identities, masked and unmasked images: what protocols publish (``published``)."""
+    return {"identities": len({s.identity for s in dataset.samples}),
+            "images_masked": sum(s.masked for s in dataset.samples),
+            "images_unmasked": sum(not s.masked for s in dataset.samples)}
+
+
+def shortfalls(proto: Protocol, found: dict[str, int]) -> list[str]:
+    """'25 of 525 published identities (5%)' for each count below ``INCOMPLETE_BELOW`` of the
+    protocol's published one."""
+    out = []
+    for key, label in COUNTED.items():
+        published = proto.published.get(key)
+        if isinstance(published, int) and found[key] < INCOMPLETE_BELOW * published:
+            out.append(f"{found[key]:,} of {published:,} published {label} "
+                       f"({found[key] / published:.0%})")
+    return out
 
 
 def _jsonable(value: Any) -> Any:

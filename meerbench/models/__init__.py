@@ -13,10 +13,15 @@ if TYPE_CHECKING:
 
 
 def load_model(name: str, **kwargs: Any) -> FaceModel:
-    """Build a registered model by name; ``"<restorer>+<recognizer>"`` composes the two."""
+    """Build a registered model by name, or the model in a file given by path (a card, ONNX,
+    TorchScript, or a checkpoint with ``arch=``; see ``meerbench.models.files``);
+    ``"<restorer>+<recognizer>"`` composes the two."""
     from meerbench.models.card_schema import Card
+    from meerbench.models.files import is_model_path, model_from_file
     from meerbench.registry import MODELS
 
+    if is_model_path(name):
+        return model_from_file(name, **kwargs)
     restorer, plus, recognizer = name.partition("+")
     if plus:
         from meerbench.errors import UnknownNameError

@@ -39,10 +39,13 @@ class OnnxFaceModel(FaceModel):
     """An ONNX network run by ONNX Runtime (insightface model-zoo style: NCHW float input).
 
     The first input takes the preprocessed batch; the first output is the embedding. A model
-    exported with a fixed batch size of 1 is run one image at a time.
+    exported with a fixed batch size of 1 is run one image at a time. ``check_width=False`` skips
+    comparing the graph's output width with ``cfg.embedding_dim`` (a file without a card, whose
+    width is then measured with ``probe_width``).
     """
 
-    def __init__(self, name: str, cfg: FaceModelCfg, path: Path) -> None:
+    def __init__(self, name: str, cfg: FaceModelCfg, path: Path, *,
+                 check_width: bool = True) -> None:
         super().__init__(name, cfg)
         try:
             import onnxruntime as ort
@@ -69,7 +72,7 @@ class OnnxFaceModel(FaceModel):
             raise ModelError(f"{self.path} takes input {spec.shape}, but the card's contract "
                              f"gives (N, {channels}, {cfg.input_size[0]}, {cfg.input_size[1]}).")
         out = self.session.get_outputs()[0].shape
-        if out and isinstance(out[-1], int) and out[-1] != cfg.embedding_dim:
+        if check_width and out and isinstance(out[-1], int) and out[-1] != cfg.embedding_dim:
             raise ModelError(f"{self.path} outputs {out[-1]}-d embeddings (shape {out}), but the "
                              f"card's contract gives embedding_dim {cfg.embedding_dim}.")
         self._hash: str | None = None
@@ -88,6 +91,25 @@ class OnnxFaceModel(FaceModel):
         if self._hash is None:
             self._hash = sha256_file(self.path)
         return self._hash
+
+
+def probe_width(model: FaceModel, source: Path) -> int:
+    """The embedding width ``model``'s network outputs: one forward pass of a blank batch of two
+    images of its contract's size (for a model file ``source`` that comes without a card)."""
+    h, w = model.cfg.input_size
+    blank = torch.zeros(2, 1 if model.cfg.channels == "GRAY" else 3, h, w)
+    try:
+        with torch.no_grad():
+            out = model.forward(blank)
+    except Exception as exc:  # a foreign network fails in its own ways; its last line says why
+        why = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        raise ModelError(f"{source} fails on a blank (2, {blank.shape[1]}, {h}, {w}) batch "
+                         f"({type(exc).__name__}: {why[-1]}); check --input-size and "
+                         "--channels.") from None
+    if out.ndim != 2 or out.shape[0] != 2:
+        raise ModelError(f"{source} outputs shape {tuple(out.shape)} for a batch of two, not "
+                         "(2, D) embeddings.")
+    return int(out.shape[1])
 
 
 #: where dlib's HOG detector puts its box around a frontal face, in the ArcFace 112x112 template

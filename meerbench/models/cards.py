@@ -59,28 +59,31 @@ def build_model(card: Card, weights: str | Path | None = None, **options: Any) -
         return torchscript_model(card.name, cfg, path)
     if arch == "onnx":
         return OnnxFaceModel(card.name, cfg, path)
-    return checkpoint_model(card.name, cfg, _network(card, cfg, opts), path)
+    return checkpoint_model(card.name, cfg, network(arch, cfg, opts, card.source), path)
 
 
-def _network(card: Card, cfg: FaceModelCfg, opts: dict[str, Any]) -> nn.Module:
+def network(architecture: str, cfg: FaceModelCfg, opts: dict[str, Any], source: str
+            ) -> nn.Module:
+    """The untrained network of a state-dict ``architecture`` (IResNet or MobileFaceNet) for the
+    contract ``cfg``; ``source`` (a card or weights file) names where a bad value came from."""
     h, w = cfg.input_size
     try:
-        if card.architecture in IRESNETS:
+        if architecture in IRESNETS:
             from meerbench.models.iresnet import iresnet
 
             if h != w:
-                raise ModelError(f"{card.source}: field 'contract.input_size': IResNet needs a "
+                raise ModelError(f"{source}: field 'contract.input_size': IResNet needs a "
                                  f"square input, got {h}x{w}.")
-            return iresnet(IRESNETS[card.architecture], input_size=h,
+            return iresnet(IRESNETS[architecture], input_size=h,
                            embedding_dim=cfg.embedding_dim, **opts)
         from meerbench.models.mobilefacenet import mobilefacenet
 
         if (h, w) != (112, 112):
-            raise ModelError(f"{card.source}: field 'contract.input_size': MobileFaceNet's 7x7 "
+            raise ModelError(f"{source}: field 'contract.input_size': MobileFaceNet's 7x7 "
                              f"head needs 112x112 input, got {h}x{w}.")
         return mobilefacenet(cfg.embedding_dim, **opts)
     except TypeError as exc:
-        raise ModelError(f"{card.source}: field 'options': {exc}.") from None
+        raise ModelError(f"{source}: field 'options': {exc}.") from None
 
 
 def _classical(card: Card, opts: dict[str, Any]) -> FaceModel:

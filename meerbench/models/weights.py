@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import pickle
 import re
+import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -146,6 +147,30 @@ def missing_message(card: Card) -> str:
     page = f" from {spec.page}" if spec.page else ""
     return (f"Weights for {card.name} have no direct download URL; download them by hand{page} "
             f"(licence: {spec.licence or 'see the publisher'}). {where}")
+
+
+def manual_download(card: Card) -> str | None:
+    """For a card without a download URL, how to place its weights by hand: the source, which
+    file to take (the card's notes), where it goes, and the commands that then use it. None for a
+    card with a URL or without a weights file."""
+    spec = card.weights
+    if spec is None or spec.bundled or spec.url:
+        return None
+    target = spec.path if spec.path is not None else weights_dir() / spec.file_name
+    found = local_weights(card)
+    lines = [f"{card.name}: weights present at {found} (placed by hand)." if found else
+             f"{card.name}: no direct download URL; place the weights file by hand."]
+    lines.append(f"  source:   {spec.page or 'see the publisher (the card names no page)'}")
+    if card.notes:
+        lines.append(f"  which file, from the card's notes ({card.source}):")
+        lines += textwrap.wrap(card.notes, 96, initial_indent="    ", subsequent_indent="    ")
+    sha256 = spec.sha256 or "none published (every Result records the sha256 of the tensors)"
+    lines += [f"  save as:  {target}",
+              f"  licence:  {spec.licence or 'see the publisher'}",
+              f"  sha256:   {sha256}",
+              f"  then:     meerbench run --model {card.name}",
+              f"  or keep it elsewhere: meerbench run --model {card.name} --weights PATH"]
+    return "\n".join(lines)
 
 
 def fetch_model_weights(name: str, sha256: str | None = None, progress: bool = True) -> Path:
@@ -281,13 +306,18 @@ def _listing(items: list[str], total: int) -> str:
 
 def load_checkpoint(net: nn.Module, path: Path) -> nn.Module:
     """Load ``path`` into ``net`` strictly (after stripping wrapper prefixes); return ``net``."""
-    state = strip_prefixes(read_state_dict(path))
+    return load_state(net, strip_prefixes(read_state_dict(path)), path)
+
+
+def load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """Load the (prefix-stripped) tensors ``state`` read from ``path`` into ``net`` strictly;
+    a mismatch names the file and lists missing, unexpected and reshaped keys."""
     expected = net.state_dict()
     diff = state_dict_diff(expected, state)
     if diff:
         raise ModelError(
-            f"{path} does not match {type(net).__name__}: {diff}. Check the card's architecture, "
-            "options and input size against the checkpoint."
+            f"{path} does not match {type(net).__name__}: {diff}. Check the architecture (the "
+            "card's, or --arch), its options and the input size against the checkpoint."
         )
     for key in expected:
         state.setdefault(key, expected[key])  # only num_batches_tracked can be absent here
