@@ -352,8 +352,8 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
         return
     samples = {r.model: found for r in runs if (found := r.samples()) is not None}
     if not samples:
-        result.notes.append(f"Restoration grid for {label}: skipped, no Result names a "
-                            "files.restoration_samples archive.")
+        result.notes.append(f"Restoration grid for {label}: skipped, no restoration samples "
+                            "archive (files.restoration_samples) lies next to its Results.")
         return
     first = next(iter(samples.values()))
     keys = first["keys"]
