@@ -110,7 +110,7 @@ def test_the_frame_holds_every_number_of_the_committed_results_as_stored():
     acc = raw["metrics"]["verification"]["UMR-MP"]["accuracy"]
     assert (one.value, one.ci_low, one.ci_high) == (acc["mean"], *acc["ci95"])
     rule = f"{acc['rule']}, {len(acc['per_fold'])}-fold"
-    assert (one.label, one.unit, one.scale, one.rule) == ("Accuracy", "%", 100.0, rule)
+    assert (one.label, one.unit, one.scale, one.rule) == ("Accuracy", "fraction", 100.0, rule)
     assert one.version == raw["protocol"]["version"]
     assert one.protocol_sha256 == raw["protocol"]["sha256"]
 
@@ -186,7 +186,7 @@ def test_a_fresh_result_and_a_new_task_type_reach_the_frame(fresh):
     assert_same(frame, [fresh])
     assert set(frame["task"]) == {"verification", "identification", "quality"}  # restoration
     quality = frame.query("task == 'quality'").iloc[0]  # skipped: no rows
-    assert (quality.condition, quality.label, quality.unit) == ("quality", "Brightness", "%")
+    assert (quality.condition, quality.label, quality.unit) == ("quality", "Brightness", "fraction")
     assert pd.isna(quality.n)  # the frame knows no count for a task type it was not told of
     pairs = json.loads(fresh.read_text())["counts"]["pairs"]
     assert frame.query("task == 'verification'").groupby("condition")["n"].first().to_dict(

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from meerbench.errors import ConfigError, MeerbenchError
 from meerbench.io import atomic_open
 from meerbench.report.grid import load_runs
-from meerbench.tasks import Metric, Task, sections
+from meerbench.tasks import sections
 
 __all__ = ["COLUMNS", "FORMATS", "export_results", "load_results"]
 
@@ -32,8 +31,8 @@ COLUMNS: dict[str, str | None] = {
     "condition": None,  # verification's UMR-MP, ...; the task's name for tasks without conditions
     "metric": None,  # metric key: acc, auc, eer, tar@0.001, rank1, map, dir@0.01, psnr, ...
     "label": None,  # how the tables head it: Accuracy, TAR@FAR=1e-3, ...
-    "unit": None,  # unit of value * scale: '%', 'dB' or ''
-    "scale": "float64",  # tables show value * scale
+    "unit": None,  # unit of value: 'fraction' (shown as %), 'dB' or ''
+    "scale": "float64",  # tables show value * scale (100: a fraction shown as %)
     "rule": None,  # the rule behind the number (threshold rule, tie rule, ...); NA when none
     "value": "float64",  # NaN when not measured (see note)
     "ci_low": "float64",  # 95% bootstrap interval; NaN when the Result has none
@@ -64,32 +63,18 @@ def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     rows = [{
         "model": run.model, "protocol": run.protocol.id, "version": run.protocol.version,
         "protocol_sha256": run.protocol.sha256, "task": metric.task, "condition": condition,
-        "metric": metric.key, "label": metric.label, "unit": metric.unit, "scale": metric.scale,
+        "metric": metric.key, "label": metric.label, "unit": metric.value_unit,
+        "scale": metric.scale,
         "rule": cell.rule, "value": cell.value,
         "ci_low": None if cell.ci95 is None else cell.ci95[0],
         "ci_high": None if cell.ci95 is None else cell.ci95[1],
-        "reliable": cell.reliable, "n": _count(task, section, condition, metric),
+        "reliable": cell.reliable, "n": cell.n,
         "higher_is_better": metric.higher_is_better, "note": cell.note, "file": str(run.path),
     } for run in load_runs(paths)
         for task, section in sections(run.result["metrics"])
         for condition, metric, cell in task.cells(section)]
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(
         {k: t for k, t in COLUMNS.items() if t is not None})
-
-
-def _count(task: Task, section: Any, condition: str, metric: Metric) -> int | None:
-    """The count a built-in task's number rests on: verification pairs of the condition,
-    identification mated probes, restoration images averaged; None for other task types."""
-    if task.name == "verification":
-        found = section.conditions[condition].values.get("n_pairs")
-    elif task.name == "identification":
-        found = section.values.get("n_probes_mated")
-    elif task.name == "restoration":
-        entry = section.values.get(metric.key, {})
-        found = entry.get("n_averaged", entry.get("n_images"))
-    else:
-        found = None
-    return None if found is None else int(found)
 
 
 def export_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

@@ -24,7 +24,7 @@ from meerbench.errors import MeerbenchError
 from meerbench.io import ensure_writable_dir, write_text
 from meerbench.report.grid import Column, Grid, ProtocolKey, Run, matches
 from meerbench.report.significance import PairedTest, has_test, missing_score_file, paired_test
-from meerbench.tasks import DAGGER, DAGGER_LEGEND, PM_LEGEND, Metric, Task, task_type, task_types
+from meerbench.tasks import DAGGER, DAGGER_LEGEND, PM_LEGEND, Task, task_type, task_types
 
 #: Format -> the files it writes (the first holds the tables).
 FORMATS = {"md": ("tables.md",), "latex": ("tables.tex", "provenance.tex"),
@@ -528,14 +528,6 @@ CSV_HEADER = ("model", "protocol", "version", "protocol_sha256", "condition", "m
               "test", "p_value", "difference", "note")
 
 
-def raw_unit(metric: Metric) -> str:
-    """The unit of a raw (unscaled) value: rates are fractions where the tables show %."""
-    if metric.scale == 1:
-        return metric.unit
-    return "fraction" if (metric.unit, metric.scale) == ("%", 100) else \
-        f"{metric.unit} / {metric.scale:g}"
-
-
 def csv_text(report: Report) -> str:
     """Every cell of the grid (not only the headline tables) as raw values: ``unit`` is the
     unit of value, ci95_low and ci95_high (``fraction`` for rates the tables show in %)."""
@@ -553,7 +545,7 @@ def csv_text(report: Report) -> str:
             p = column.protocol
             writer.writerow([
                 model, p.id, p.version, p.sha256, column.condition, column.metric.key,
-                column.metric.label, raw_unit(column.metric), _num(cell.value), _num(lo),
+                column.metric.label, column.metric.value_unit, _num(cell.value), _num(lo),
                 _num(hi), cell.rule or "", int(cell.reliable), int(grid.is_best(model, column)),
                 report.reference or "", test.test if test else "",
                 _num(test.p_value if test else None), _num(test.difference if test else None),

@@ -50,16 +50,26 @@ class Metric:
     def show(self, value: float) -> str:
         return f"{self.scale * value:.{self.digits}f}"
 
+    @property
+    def value_unit(self) -> str:
+        """The unit of a raw (unscaled) value: rates are fractions where the tables show %."""
+        if self.scale == 1:
+            return self.unit
+        return "fraction" if (self.unit, self.scale) == ("%", 100) else \
+            f"{self.unit} / {self.scale:g}"
+
 
 @dataclass(frozen=True)
 class Cell:
-    """A value with its 95% interval and rule; ``note`` says why it is missing or coarse."""
+    """A value with its 95% interval and rule; ``note`` says why it is missing or coarse;
+    ``n`` is the count it rests on (pairs, probes, images), None when unknown."""
 
     value: float | None
     ci95: tuple[float, float] | None = None
     rule: str | None = None
     reliable: bool = True
     note: str | None = None
+    n: int | None = None
 
     def half_width(self) -> float | None:
         """Larger distance from the value to an end of its interval (the '±' of the tables)."""

@@ -92,17 +92,18 @@ class Identification(Task):
             return
         m = section.values
         rule = f"{m.get('tie_rule', 'pessimistic')} ties"
+        n = m.get("n_probes_mated")
         for k, v in sorted(m["rank"].items(), key=lambda kv: int(kv[0])):
             yield self.name, metric(f"rank{k}"), Cell(
-                v, interval(m["ci95"]["rank1"]) if k == "1" else None, rule)
-        yield self.name, metric("map"), Cell(m["map"])
+                v, interval(m["ci95"]["rank1"]) if k == "1" else None, rule, n=n)
+        yield self.name, metric("map"), Cell(m["map"], n=n)
         intervals = m["ci95"].get("dir_at_fpir") or [None] * len(m["dir_at_fpir"])
         for d, ci in zip(m["dir_at_fpir"], intervals, strict=True):
             note = None if d["reliable"] else (
                 f"FPIR {d['fpir_target']:g} with {d['n_nonmated']} non-mated probes allows no "
                 "false alarm: DIR is not measured at this FPIR")
             yield self.name, metric(f"dir@{d['fpir_target']:g}"), Cell(
-                d["dir"], interval(ci), None, d["reliable"], note)
+                d["dir"], interval(ci), None, d["reliable"], note, n)
 
     def summary(self, section: Section) -> list[str]:
         """Rank-k and DIR@FPIR as the tables show them (± 95% CI, †), with their legend."""

@@ -109,7 +109,8 @@ class Restoration(Task):
             else:
                 note = str(entry.get("reason", "not measured")).split(": ")[0]
             rule = f"cosine under {entry['recognizer']}" if "recognizer" in entry else None
-            yield self.name, shown, Cell(value, rule=rule, note=note)
+            yield self.name, shown, Cell(value, rule=rule, note=note,
+                                         n=entry.get("n_averaged", entry.get("n_images")))
 
 
 RESTORATION = Restoration()

@@ -139,20 +139,23 @@ class Verification(Task):
     def cells(self, section: VerificationSection) -> Iterator[tuple[str, Metric, Cell]]:
         for cond, entry in section.conditions.items():
             if not entry.ok:
-                yield cond, metric("acc"), Cell(None, note=f"skipped: {entry.reason}")
+                yield cond, metric("acc"), Cell(None, note=f"skipped: {entry.reason}",
+                                                n=entry.values.get("n_pairs"))
                 continue
             m = entry.values
+            n = m.get("n_pairs")
             acc = m["accuracy"]
             if acc is not None:
                 yield cond, metric("acc"), Cell(acc["mean"], interval(acc["ci95"]),
-                                                f"{acc['rule']}, {len(acc['per_fold'])}-fold")
+                                                f"{acc['rule']}, {len(acc['per_fold'])}-fold",
+                                                n=n)
             yield cond, metric("auc"), Cell(m["auc"]["value"], interval(m["auc"]["ci95"]),
-                                            "trapezoid, ties 1/2")
+                                            "trapezoid, ties 1/2", n=n)
             yield cond, metric("eer"), Cell(m["eer"]["value"], interval(m["eer"]["ci95"]),
-                                            m["eer"]["rule"])
+                                            m["eer"]["rule"], n=n)
             for t in m["tar_at_far"]:
                 yield cond, metric(f"tar@{t['target']:g}"), Cell(
-                    t["tar"], interval(t["ci95"]), t["rule"], t["reliable"], t["warning"])
+                    t["tar"], interval(t["ci95"]), t["rule"], t["reliable"], t["warning"], n)
 
     def summary(self, section: VerificationSection) -> list[str]:
         """One line per condition: accuracy ± its 95% interval (as in the tables), AUC, EER,
