@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from meerbench.models.base import FaceModel
 
 
-def load_model(name: str, **kwargs: Any) -> FaceModel:
+def load_model(name: str, /, **kwargs: Any) -> FaceModel:
     """Build a registered model by name, or the model in a file given by path (a card, ONNX,
     TorchScript, or a checkpoint with ``arch=``; see ``meerbench.models.files``);
     ``"<restorer>+<recognizer>"`` composes the two."""
