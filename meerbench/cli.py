@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("protocol", help="protocol name or YAML path")
     prep.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
     prep.add_argument("--out", default="lists", help="folder for the generated lists")
-    prep.add_argument("--no-progress", action="store_true")
+    prep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prep.set_defaults(func=cmd_prepare)
 
     msk = sub.add_parser("mask", help="put reproducible synthetic masks on a folder of faces")
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     msk.add_argument("--landmarks", default="auto", choices=("auto", "template", "dlib68"),
                      help="auto: dlib 68 points when installed and a face is found, else the "
                           "ArcFace template of an aligned face")
-    msk.add_argument("--no-progress", action="store_true")
+    msk.add_argument("--no-progress", action="store_true", help="hide progress bars")
     msk.set_defaults(func=cmd_mask)
 
     met = sub.add_parser("metrics",
@@ -382,6 +382,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: centre-cropped images named by ``prepare`` (the preparation record keeps the first 100).
+SHOWN_FAILURES = 5
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from meerbench.engine.evaluate import dataset_counts, plan_tasks, prepare_dataset, shortfalls
     from meerbench.io import write_text
@@ -423,10 +427,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 a["fallback_centre_crop"] > len(shown)) else ""
             print(f"  centre-cropped: {', '.join(shown)}{more}")
     return 0
-
-
-#: centre-cropped images named by ``prepare`` (the preparation record keeps the first 100).
-SHOWN_FAILURES = 5
 
 
 @contextlib.contextmanager
