@@ -41,8 +41,10 @@ def load_protocol(name_or_path: str) -> Protocol:
     return _load(name_or_path)
 
 
-def load_model(name: str, **kwargs: Any) -> FaceModel:
-    """A registered model by name (see ``meerbench list models``)."""
+def load_model(name: str, /, **kwargs: Any) -> FaceModel:
+    """A registered model by name (see ``meerbench list models``), or a model file by path: a
+    card YAML or folder with card.yaml, an ONNX or TorchScript file, or a checkpoint with
+    ``arch=`` (see ``meerbench run --help``)."""
     from meerbench.models import load_model as _load
 
     return _load(name, **kwargs)

@@ -263,13 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="tables (md, LaTeX, CSV, HTML) and plots from Results")
     rep.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
-    rep.add_argument("--out", help="folder for tables and plots (default: print Markdown)")
+    rep.add_argument("--out",
+                     help="folder for tables and plots (default: print the first --format)")
     rep.add_argument("--format", nargs="+", default=["md", "latex", "csv", "html"],
                      choices=("md", "latex", "csv", "html"), help="table formats written to --out")
     rep.add_argument("--reference", help="model that significance markers compare against")
     rep.add_argument("--rounds", type=NON_NEGATIVE, default=1000, help="paired bootstrap rounds")
     rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--metrics", nargs="+", metavar="METRIC",
+                     help="only these metrics: keys such as acc, eer, tar@0.001, rank1, psnr, or "
+                          "prefixes ending in '@' (tar@); in every format, the CSV too "
+                          "(default: each task's headline metrics; the CSV holds all)")
+    rep.add_argument("--conditions", nargs="+", metavar="CONDITION",
+                     help="only these conditions of task types that have them, e.g. UMR-MP MR-MP "
+                          "(default: all)")
     rep.set_defaults(func=cmd_report)
+
+    exp = sub.add_parser("export", help="every reported number as one tidy table (CSV or "
+                         "Parquet) for pandas")
+    exp.add_argument("paths", nargs="+", help="Result JSON files or folders of them")
+    exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    exp.add_argument("--out", required=True, help="file to write (atomically)")
+    exp.set_defaults(func=cmd_export)
 
     board = sub.add_parser("leaderboard", help="leaderboard.md + static HTML; --check gates CI")
     board.add_argument("results", nargs="+", help="Result JSON files or folders of them")
@@ -284,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a", help="Result JSON of model A")
     cmp_.add_argument("b", help="Result JSON of model B (same protocol)")
     cmp_.add_argument("--rounds", type=NON_NEGATIVE, default=1000, help="paired bootstrap rounds")
+    cmp_.add_argument("--json", action="store_true",
+                      help="print the comparison as JSON (rows, p-values, notes), not a table")
     cmp_.set_defaults(func=cmd_compare)
     return parser
 
@@ -535,7 +552,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from meerbench.report.commands import report_command
 
     return _emit(report_command(args.paths, args.out, args.format, args.reference, args.rounds,
-                                plots=not args.no_plots))
+                                plots=not args.no_plots, metrics=args.metrics,
+                                conditions=args.conditions))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from meerbench.report.frame import export_results
+
+    out = export_results(args.paths, Path(args.out), args.format)
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -548,7 +574,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from meerbench.report.commands import compare_command
 
-    return _emit(compare_command(args.a, args.b, rounds=args.rounds))
+    return _emit(compare_command(args.a, args.b, rounds=args.rounds, as_json=args.json))
 
 
 def _emit(outcome: tuple[int, str]) -> int:

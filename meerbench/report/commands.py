@@ -8,6 +8,7 @@ other. Every input is read and validated before any output is written.
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,11 +73,14 @@ def leaderboard_command(results: Sequence[str], out: str | None = "reports",
                f"{len(files) - 3} plot files\n")
 
 
-def compare_command(a: str, b: str, rounds: int = 1000) -> tuple[int, str]:
-    """Per-condition differences B - A with paired tests."""
-    from meerbench.report.compare import compare
+def compare_command(a: str, b: str, rounds: int = 1000, as_json: bool = False
+                    ) -> tuple[int, str]:
+    """Per-condition differences B - A with paired tests (a Markdown table, or JSON)."""
+    from meerbench.report.compare import compare, comparison
 
     if not all(Path(path).is_file() for path in (a, b)):
         raise MeerbenchError("compare takes two Result JSON files, not folders.")
     runs = [load_runs([path]) for path in (a, b)]
+    if as_json:
+        return 0, json.dumps(comparison(runs[0][0], runs[1][0], rounds), indent=2) + "\n"
     return 0, compare(runs[0][0], runs[1][0], rounds)
