@@ -72,6 +72,11 @@ def test_comparison_is_data_and_compare_renders_it(tmp_path: Path) -> None:
         assert cells[2:5] == [f"{row['a']:.2f}", f"{row['b']:.2f}", f"{row['diff']:+.2f}"]
         assert cells[6] == f"{row['p_value']:.3g}{row['marker']}" and cells[7] == row["test"]
     assert "Missing score file" not in text
+    coarse = rows[("MR-MP", "tar@0.005")]  # 0.005 x 100 impostors < 1: not measured
+    assert tar["a_reliable"] and tar["b_reliable"] and not coarse["a_reliable"]
+    line = next(li for li in text.splitlines() if li.startswith("| MR-MP | TAR@FAR=5e-3"))
+    assert f"| {coarse['a']:.2f}† | {coarse['b']:.2f}† |" in line
+    assert "\n† not measured: target x negatives < 1" in text
 
 
 def test_missing_score_files_are_named_next_to_the_table(tmp_path: Path) -> None:
@@ -95,3 +100,33 @@ def test_missing_score_files_are_named_next_to_the_table(tmp_path: Path) -> None
     assert code == 0 and "–" in table
     for note in found["notes"]:  # above the table, loud, with the file's name
         assert f"**Missing score file, no paired tests:** {note}." in head
+
+
+#: docs/meer.md section 9: p-values of meer-s (A) against arcface-s-maskaug and from-s (B) on the
+#: shipped Results, as the doc rounds them (McNemar for accuracy, paired bootstrap for TAR).
+DOC_P_VALUES = {
+    ("arcface-s-maskaug", "synthmask"): {("UMR-MP", "acc"): "0.83", ("MR-MP", "acc"): "0.17",
+                                         ("UMR-MP", "tar@0.001"): "0.068",
+                                         ("MR-MP", "tar@0.001"): "0.21",
+                                         ("UMR-MP", "tar@0.0001"): "0.006"},
+    ("arcface-s-maskaug", "synthmask-unseen"): {("UMR-MP", "acc"): "6e-05",
+                                                ("MR-MP", "acc"): "0.26",
+                                                ("UMR-MP", "tar@0.001"): "0.20",
+                                                ("MR-MP", "tar@0.001"): "0.18",
+                                                ("UMR-MP", "tar@0.0001"): "0.006"},
+    ("from-s", "synthmask"): {("UMR-MP", "tar@0.001"): "0.80", ("MR-MP", "tar@0.001"): "0.48",
+                              ("MR-MP", "acc"): "0.004"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "protocol"), list(DOC_P_VALUES))
+def test_shipped_results_reproduce_the_documented_p_values(model: str, protocol: str) -> None:
+    folder = Path(__file__).parents[1] / "reports" / "results"
+    a, b = (load_runs([folder / f"{m}__{protocol}.json"])[0] for m in ("meer-s", model))
+    data = comparison(a, b)
+    assert data["notes"] == []
+    p = {(r["condition"], r["metric"]): r["p_value"] for r in data["rows"]}
+    for key, shown in DOC_P_VALUES[(model, protocol)].items():
+        digits = len(shown.split(".")[1]) if "." in shown else None
+        assert (f"{p[key]:.0e}" if digits is None else f"{p[key]:.{digits}f}") == shown, key

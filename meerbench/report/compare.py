@@ -17,6 +17,7 @@ from meerbench.report.significance import (
     paired_test,
 )
 from meerbench.report.tables import md
+from meerbench.tasks import DAGGER, DAGGER_LEGEND
 
 
 def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -25,8 +26,9 @@ def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, A
     Paired tests (McNemar for accuracy, paired bootstrap for TAR@FAR) use the score files next
     to the Results. Each row: ``condition``, ``metric`` (key), ``label``, ``unit``, ``digits``
     (as the reports show it), ``a``, ``b``, ``diff`` and ``ci95`` (of B - A) in ``unit`` (percent
-    for rates), ``p_value``, ``marker`` (``*`` p < 0.05, ``**`` p < 0.01), ``test`` (its name),
-    ``note`` (why there is no test). ``notes`` names every missing score file.
+    for rates), ``a_reliable``/``b_reliable`` (False: not measured at this operating point, shown
+    with a dagger), ``p_value``, ``marker`` (``*`` p < 0.05, ``**`` p < 0.01), ``test`` (its
+    name), ``note`` (why there is no test). ``notes`` names every missing score file.
     """
     if a.protocol != b.protocol:
         raise MeerbenchError(
@@ -46,6 +48,7 @@ def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, A
             "condition": column.condition, "metric": m.key, "label": m.label, "unit": m.unit,
             "digits": m.digits, "a": m.scale * ca.value, "b": m.scale * cb.value,
             "diff": m.scale * (cb.value - ca.value),
+            "a_reliable": ca.reliable, "b_reliable": cb.reliable,
             "ci95": [m.scale * v for v in found.ci95] if found and found.ci95 else None,
             "p_value": found.p_value if found else None, "marker": found.marker if found else "",
             "test": found.test if found else None, "note": None if found else str(test)})
@@ -62,9 +65,8 @@ def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
     models, p = data["models"], data["protocol"]
     lines = [f"## {md(models['b'])} (B) vs {md(models['a'])} (A) on {md(p['id'])} "
              f"v{p['version']}", ""]
-    if data["notes"]:
-        lines += [f"**Missing score file, no paired tests:** {md(note)}."
-                  for note in data["notes"]] + [""]
+    for note in data["notes"]:  # a paragraph each
+        lines += [f"**Missing score file, no paired tests:** {md(note)}.", ""]
     lines += ["| Condition | Metric | A | B | B - A | 95% CI of B - A | p | Test |",
               "|:--|:--|--:|--:|--:|--:|--:|:--|"]
     for row in data["rows"]:
@@ -77,10 +79,11 @@ def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
             p_value = f"{row['p_value']:.3g}{row['marker']}"
         name = "–" if row["note"] == NO_TEST else md(row["test"] or row["note"])
         unit = f" ({row['unit']})" if row["unit"] else ""
-        lines.append(f"| {md(row['condition'])} | {row['label']}{unit} | "
-                     f"{row['a']:.{digits}f} | {row['b']:.{digits}f} | {row['diff']:+.{digits}f} "
-                     f"| {ci} | {p_value} | {name} |")
-    lines += ["", "–: no paired test for this metric.",
+        a, b = (f"{row[k]:.{digits}f}{'' if row[f'{k}_reliable'] else DAGGER}" for k in "ab")
+        lines.append(f"| {md(row['condition'])} | {row['label']}{unit} | {a} | {b} | "
+                     f"{row['diff']:+.{digits}f} | {ci} | {p_value} | {name} |")
+    unreliable = any(not (row["a_reliable"] and row["b_reliable"]) for row in data["rows"])
+    lines += ["", "–: no paired test for this metric.", *([f"{DAGGER_LEGEND}."] * unreliable),
               "Markers: * p < 0.05, ** p < 0.01 (two-sided, no correction for multiple "
               "comparisons). "
               f"Paired bootstrap: {data['rounds']} resamples of probe identities, "
