@@ -1,4 +1,5 @@
-"""Result files: one versioned JSON per (model, protocol) plus per-pair scores in a side CSV.
+"""Result files: one versioned JSON per (model, protocol) plus side files: per-pair scores (CSV,
+plain or gzip-compressed as the shipped reference Results carry them) and restoration samples.
 
 Every Result is validated when it is read (and before it is written) in one place,
 :func:`validate_result`: schema, sections, types, finite numbers, ranges and ordered intervals,

@@ -16,10 +16,12 @@ import pytest
 from meerbench.cli import main
 from meerbench.errors import MeerbenchError
 from meerbench.metrics.scorefiles import load_scores
+from meerbench.metrics.verification import kfold_accuracy
 from meerbench.report import leaderboard
 from meerbench.report.commands import EXIT_CHECK_FAILED, leaderboard_command
 from meerbench.report.grid import load_runs
 from meerbench.results import NotAResult, Result, read_result, read_results
+from meerbench.tasks.verification import VERIFICATION
 from tests.test_report_tables import write_results
 
 ONE = (("synthA", 1),)
@@ -230,6 +232,31 @@ def test_unreadable_results_are_one_line_errors(results: Path,
 def test_real_results_are_valid() -> None:
     folder = Path(__file__).parents[1] / "reports" / "results"
     assert len(load_runs([folder])) >= 10
+
+
+def test_shipped_results_carry_their_side_files() -> None:
+    """Each reference Result of reports/models.txt ships its gzipped score file, which holds the
+    Result's pairs and accuracies, and its restoration samples: significance is reproducible
+    from a fresh clone."""
+    reports = Path(__file__).parents[1] / "reports"
+    listed = [f"{model}__{protocol}.json" for model, protocol in
+              map(str.split, (reports / "models.txt").read_text().splitlines())]
+    runs = load_runs([reports / "results"])
+    assert sorted(run.path.name for run in runs) == sorted(listed)
+    for run in runs:
+        files = run.result["files"]
+        assert files["scores"] == f"{run.path.stem}.scores.csv.gz"
+        assert all(run.file(role) is not None for role in files), (run.path, files)
+        if "restoration_samples" in files:
+            assert run.samples() is not None
+        table, section = run.scores(), VERIFICATION.read(run.result["metrics"])
+        assert table is not None and section is not None and table.folds is not None
+        for condition, entry in run.result["metrics"]["verification"].items():
+            pairs = table.of_condition(condition)
+            assert pairs is not None and pairs.scores.size == entry["n_pairs"]
+            accuracy = kfold_accuracy(pairs.scores, pairs.labels, pairs.folds,
+                                      section.accuracy_rule(condition))
+            assert accuracy.mean == entry["accuracy"]["mean"], (run.path, condition)
 
 
 # ----------------------------------------------------------------------------- item 9: leaderboard
