@@ -3,7 +3,6 @@ card is refused at load, and an unreadable ``.pth`` never gets advice to load it
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ def write_card(folder: Path, architecture: str, weights: Path, dim: int) -> Path
     return path
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(400))
 def test_random_bytes_pth_says_what_it_is_not_and_what_is_accepted(tmp_path, seed):
     path = tmp_path / "backbone.pth"
     path.write_bytes(np.random.default_rng(seed).bytes(4096))
@@ -56,7 +55,7 @@ def test_pickled_objects_are_refused_without_unsafe_advice(tmp_path):
 
 def test_random_bytes_weights_through_the_cli(tmp_path, capsys):
     path = tmp_path / "r50.pth"
-    path.write_bytes(os.urandom(2048))
+    path.write_bytes(np.random.default_rng(17).bytes(2048))  # unpickler: IndexError
     code = main(["run", "--model", "arcface-r50", "--weights", str(path), "--out",
                  str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err

@@ -20,6 +20,7 @@ import re
 import textwrap
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -220,15 +221,18 @@ def safe_torch_load(path: Path, map_location: str | torch.device, advice: str) -
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the 'protocol' of arbitrary bytes
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         why = (f"it stores Python objects ({found.group(1)}) that only full unpickling could "
                "rebuild, which can run arbitrary code and is never done" if found else
                "it is not a PyTorch checkpoint (neither a torch.save archive nor a pickle of "
                "tensors)")
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        why = f"it is not a readable torch.save file ({str(exc).split('. ')[0].strip()})"
+    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
+        detail = " ".join(str(exc).split(". ")[0].split()) or "no message"
+        why = f"it is not a readable torch.save file ({type(exc).__name__}: {detail})"
     raise ModelError(f"{path} cannot be loaded as tensors: {why}. {advice}")
 
 
