@@ -38,6 +38,13 @@ RESTORATION_RANGES = {
     "identity_similarity": (-1.0, 1.0), "fid": (0.0, math.inf),
     "lpips": (0.0, math.inf), "lpips_masked_region": (0.0, math.inf),
 }
+#: What a restorer was given besides the masked image (``metrics.restoration.given``), as the
+#: restorer declares it (``restoration_given``); Results written before the field say nothing.
+RESTORER_GIVEN = {
+    "true-map": "masked image + its true occluder map",
+    "template-map": "masked image + a fixed lower-face map (no true map known)",
+    "masked-image": "masked image only (finds the occluder itself)",
+}
 #: JSON files a results folder holds next to its Results, skipped by name (they carry a schema).
 NOT_RESULTS = frozenset({"leaderboard.json"})
 
@@ -470,7 +477,7 @@ def _dir(value: Any, at: _At) -> None:
 def _restoration(value: Any, at: _At) -> None:
     m = _mapping(value, at)
     _skipped(m, at)
-    _fields(m, at, False, n_images=_count)
+    _fields(m, at, False, n_images=_count, given=_given)
     for key, (lo, hi) in RESTORATION_RANGES.items():
         if key not in m:
             continue
@@ -479,6 +486,11 @@ def _restoration(value: Any, at: _At) -> None:
         _fields(entry, where, False, mean=measure, value=measure, per_image=_items(measure),
                 n_images=_count, n_averaged=_count, n_empty_mask=_count, n_identical=_count,
                 recognizer=_text, reason=_text)
+
+
+def _given(value: Any, at: _At) -> None:
+    if value not in RESTORER_GIVEN:
+        raise at.fail(" or ".join(map(repr, RESTORER_GIVEN)), value)
 
 
 def _counts(value: Any, at: _At) -> None:

@@ -41,3 +41,15 @@ def test_report_selects_metrics_and_conditions(capsys):
     assert code == 0 and "MR-MP" in text and "UMR-MP" not in text and "EER" not in text
     assert main(["report", str(RESULTS), "--format", "md", "--metrics", "accuracyy",
                  "--no-plots"]) == 2
+
+
+def test_report_reference_on_the_shipped_results_reads_plainly(capsys):
+    """`report --reference` on the committed Results (their score files are shipped): markers
+    in the cells, and a Markdown note that reads "p < 0.05", not an HTML entity."""
+    code = main(["report", str(RESULTS), "--format", "md", "--metrics", "acc",
+                 "--reference", "arcface-s", "--no-plots"])
+    text = capsys.readouterr().out
+    assert code == 0 and "&lt;" not in text and "&gt;" not in text
+    assert "* p < 0.05, ** p < 0.01 vs arcface-s (McNemar; uncorrected)" in text
+    assert r"| arcface-s-maskaug | 98.73 ± 0.36\*\* | 98.35 ± 0.39\*\* |" in text
+    assert "accept score > t" in text.split("### Provenance")[1]

@@ -75,7 +75,8 @@ def test_check_fails_naming_model_protocol_condition_and_metric(results: Path,
     path = reports / "leaderboard.json"
     board = json.loads(path.read_text())
     beta = next(m for m in board["models"] if m["model"] == "beta")
-    key = next(k for k in beta["cells"] if k.startswith("synthA/v1/") and k.endswith("/UMR-MP/acc"))
+    key = next(k for k in beta["cells"]
+               if k.startswith("synthA/v1/") and k.endswith("/verification/UMR-MP/acc"))
     beta["cells"][key]["value"] += 0.0004  # within the stated tolerance (0.001)
     path.write_text(json.dumps(board))
     assert check_leaderboard([results], reports) == []
@@ -131,8 +132,8 @@ def test_a_column_that_repeats_another_counts_once(tmp_path: Path) -> None:
     agg = board["aggregates"][0]
     [(repeated, kept)] = agg["repeats"].items()
     assert len(agg["columns"]) == 8 and kept in agg["columns"] and repeated not in agg["columns"]
-    assert repeated == "synthA-unseen/v1/ffffffff/UMR-UMP/acc"
-    assert re.fullmatch(r"synthA/v1/[0-9a-f]{8}/UMR-UMP/acc", kept)
+    assert repeated == "synthA-unseen/v1/ffffffff/verification/UMR-UMP/acc"
+    assert re.fullmatch(r"synthA/v1/[0-9a-f]{8}/verification/UMR-UMP/acc", kept)
     alpha = next(m for m in board["models"] if m["model"] == "alpha")
     values = [alpha["cells"][k]["value"] for k in agg["columns"]]
     assert len(values) == 8 and alpha["aggregates"]["mean:acc"]["value"] == pytest.approx(

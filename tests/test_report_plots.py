@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from meerbench.metrics.operational import OperationalSettings, operational_report
 from meerbench.report.commands import report_command
 from meerbench.report.grid import Grid, load_runs
 from meerbench.report.plots import (
-    BLIND,
     DPI,
     SIZE,
-    USED_MAP,
     _det,
     _legend_outside,
     histogram_size,
+    operational_size,
     restoration_grid_size,
-    restorer_input,
     styles,
     write_plots,
 )
@@ -144,16 +143,29 @@ def test_det_axes_are_normal_deviates_labelled_in_percent_with_the_legend_outsid
     assert fig.get_figwidth() > SIZE[0]
 
 
-def test_restoration_headers_say_whether_the_true_map_was_used() -> None:
-    rng = np.random.default_rng(0)
-    truth = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    occluder = np.zeros((4, 32, 32), bool)
-    occluder[:, 18:, 6:26] = True
-    masked = truth.copy()
-    masked[occluder] = 200
-    inpainted = masked.copy()  # fills exactly the occluder, as OpenCV inpainting of the map
-    inpainted[occluder] = 120
-    blind = inpainted.copy()  # also edits where its own mask estimate spills over
-    blind[:, 14:18, 6:26] = 90
-    assert restorer_input({"masked": masked, "restored": inpainted, "truth": truth}) == USED_MAP
-    assert restorer_input({"masked": masked, "restored": blind, "truth": truth}) == BLIND
+def operational_metrics(shift: float) -> dict:
+    """An operational section made by the real metric on scores whose masked conditions are
+    worse by ``shift``; UMR-MP probes carry two occluder families."""
+    rng = np.random.default_rng(4)
+    conds = np.repeat(["UMR-UMP", "UMR-MP", "MR-MP"], 400)
+    labels = np.tile(np.r_[np.ones(200, bool), np.zeros(200, bool)], 3)
+    scores = rng.normal(size=conds.size) + labels * np.repeat([3.0, 3.0 - shift, 2.0 - shift], 400)
+    families = np.where(conds == "UMR-MP", np.tile(["surgical", "cloth"], 600), "")
+    report = operational_report(scores, labels, conds,
+                                OperationalSettings(fmr_targets=(0.05, 0.01), bootstrap=50),
+                                groups=np.arange(conds.size) % 40, families=families)
+    return {"operational": {**report, "status": "ok"}}
+
+
+def test_operational_fnmr_panels_one_per_fmr_target(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_results(results, protocols=(("synthA", 1),), conditions=("UMR-MP",),
+                  extra={"alpha": operational_metrics(0.5), "beta": operational_metrics(1.0)})
+    drawn = write_plots(Grid.build(load_runs([results])), tmp_path / "plots", formats=("png",))
+    plot, = (p for p in drawn.plots if p.kind == "operational")
+    assert (plot.protocol, plot.condition) == ("synthA v1", "operational")
+    assert plot.files["png"] == tmp_path / "plots" / "operational__synthA-v1.png"
+    # 2 FMR targets; rows: 3 conditions and the 2 families of UMR-MP; 2 models
+    check_png(plot.files["png"], operational_size(2, 5, 2), legend=True)
+    assert operational_size(2, 5, 2) == (1.2 + 0.15 + 2 * 2.0, 0.5 + 0.5 + 5 * (0.1 + 0.14))
+    assert not any("operational" in n for n in drawn.notes)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from meerbench.errors import ConfigError, MeerbenchError
@@ -20,6 +21,7 @@ from meerbench.metrics.identification import IdentificationSettings, identificat
 from meerbench.metrics.scorefiles import write_scores_csv
 from meerbench.metrics.verification import VerificationSettings, verification_report
 from meerbench.report.commands import report_command
+from meerbench.report.frame import COLUMNS, load_results
 from meerbench.report.grid import Grid, load_runs
 from meerbench.report.tables import (
     CSV_HEADER,
@@ -28,6 +30,7 @@ from meerbench.report.tables import (
     latex,
     latex_provenance,
     layout,
+    md,
     write_tables,
 )
 from meerbench.results import Result
@@ -146,6 +149,8 @@ def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path
     notes = [line for line in table.splitlines() if line.startswith("Note: ")]
     assert len(notes) == 1 and "McNemar" in notes[0] and "Accuracy rule: insightface" in notes[0]
     assert notes[0].startswith("Note: ± 95% CI; bold: best (higher is better); ")
+    assert "; * p < 0.05, ** p < 0.01 vs gamma (McNemar; uncorrected); " in notes[0]
+    assert "&lt;" not in md and "&gt;" not in md  # plain text reads plainly in the .md
     provenance = md.split("### Provenance")[1]
     assert "sha256" not in table and "| synthB v2 | " in provenance
     assert "floor (largest TAR whose FAR" in provenance and "min_gap" in provenance
@@ -171,6 +176,58 @@ def test_all_formats_bold_best_interval_and_significance(results: Path, tmp_path
     assert page.count('<p class="note">') == len(report.tables())
 
 
+def test_tables_are_pivots_of_the_tidy_frame(results: Path, tmp_path: Path) -> None:
+    """The report's frame is meerbench.load_results' frame (plus marks); every table cell,
+    Markdown and LaTeX, shows its row's value at its model and column, and LaTeX bolds
+    exactly the frame's best cells, never a dagger or n/a one."""
+    report = Report.build(load_runs([results]), reference="gamma", rounds=50)
+    order = ["file", "condition", "metric"]
+    ours = report.frame[list(COLUMNS)].sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, load_results(results).sort_values(order)
+                                  .reset_index(drop=True))
+    write_tables(report, tmp_path, ["md", "latex"])
+    text, tex_text = (tmp_path / "tables.md").read_text(), (tmp_path / "tables.tex").read_text()
+    frame = report.frame.set_index(["model", "column"])
+    checked = bold = 0
+    for table, block in zip(report.tables(), tex_text.split(r"\begin{table}")[1:], strict=True):
+        md_rows = {line.split(" | ")[0][2:].removesuffix(" (reference)"): line.split(" | ")[1:]
+                   for line in section(text, table.title).splitlines()
+                   if line.startswith("| ") and not line.startswith("| Model")}
+        tex_rows = [row.strip() for row in block.split(r"\midrule")[1].split(r"\bottomrule")[0]
+                    .split(r"\\") if row.strip()]
+        assert list(md_rows) == table.rows == [
+            r.split(" & ")[0].replace(r"\textsuperscript{ref}", "") for r in tex_rows]
+        for model, tex_row in zip(table.rows, tex_rows, strict=True):
+            for i, column in enumerate(table.columns):
+                md_cell, tex_cell = md_rows[model][i], tex_row.split(" & ")[1 + i]
+                place = report.grid.columns.index(column)
+                if (model, place) not in frame.index:
+                    assert md_cell.strip(" |") == "–" and tex_cell == "--"
+                    continue
+                row = frame.loc[(model, place)]
+                value = "n/a" if pd.isna(row["value"]) else \
+                    f"{row['value'] * row['scale']:.{column.metric.digits}f}"
+                assert md_cell.replace("**", "").startswith(value), (model, column)
+                assert tex_cell.removeprefix(r"\textbf{").startswith(value)
+                is_bold = tex_cell.startswith(r"\textbf{")
+                assert is_bold == row["bold"] == md_cell.startswith("**")
+                assert not is_bold or (row["reliable"] and value != "n/a"
+                                       and "dagger" not in tex_cell)
+                checked, bold = checked + 1, bold + is_bold
+    assert checked == len(report.frame[report.frame["column"].isin(
+        {report.grid.columns.index(c) for t in report.tables() for c in t.columns})]) and bold > 10
+
+
+def test_markdown_escaping_keeps_plain_text_plain() -> None:
+    """Only what could open HTML (a tag, entity or block quote) is escaped in Markdown."""
+    for plain in ("p < 0.05", "accept score > t", "A & B", "x <= 1", "FAR >= 1e-3"):
+        assert md(plain) == plain
+    assert md("<script>a</script>") == "&lt;script&gt;a&lt;/script&gt;"
+    assert md("&amp; &#96; <!-- x --> <b>") == "&amp;amp; &amp;#96; &lt;!-- x --&gt; &lt;b&gt;"
+    assert md("> quoted") == "&gt; quoted" and md("a>b") == "a&gt;b"
+    assert md("a|b [c](d) `e`") == r"a\|b \[c\](d) &#96;e&#96;"
+
+
 def test_unreliable_cells_are_marked_and_never_bold(results: Path, tmp_path: Path) -> None:
     """TAR@FAR=0.005 on 100 impostor pairs allows no false accept: every cell is †, none is
     "best", in every format and in the leaderboard."""
@@ -182,7 +239,8 @@ def test_unreliable_cells_are_marked_and_never_bold(results: Path, tmp_path: Pat
     cells = [line for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
     assert len(cells) == 3 and all(line.count("†") == 6 for line in cells)
     assert "**" not in table and "bold" not in table
-    assert "† not measured (target x negatives &lt; 1)" in table
+    assert "† not measured: target x negatives < 1 allows no false accept" in table
+    assert "&lt;" not in table
     tex_block = (tmp_path / "tables.tex").read_text().split("TAR@FAR=5e-3")[1].split(
         r"\end{table}")[0]
     assert r"\textbf" not in tex_block and tex_block.count(r"$^{\dagger}$") >= 18

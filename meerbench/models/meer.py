@@ -243,6 +243,10 @@ def _out(stage: nn.Sequential) -> int:
 class MeerModel(TorchFaceModel):
     """A trained ``MeerNet`` behind the FaceModel contract; restores when it has a generator."""
 
+    #: blind restoration (``meerbench.results.RESTORER_GIVEN``): the masked image only; its own
+    #: predicted mask decides what is replaced.
+    restoration_given = "masked-image"
+
     def __init__(self, name: str, cfg: FaceModelCfg, net: MeerNet, batch_size: int = 64) -> None:
         super().__init__(name, cfg, net)
         self.batch_size = batch_size

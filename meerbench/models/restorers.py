@@ -56,6 +56,10 @@ RESTORERS = {
 class RestoreThenRecognize(FaceModel):
     """``restorer`` fills occluded regions of masked inputs, then ``recognizer`` embeds them."""
 
+    #: what it restores from (``meerbench.results.RESTORER_GIVEN``): the true occluder map when
+    #: the data have one, else the lower-face template (:func:`template_lower_face`).
+    restoration_given = "true-map"
+
     def __init__(self, restorer: InpaintRestorer, recognizer: FaceModel) -> None:
         super().__init__(f"{restorer.name}+{recognizer.name}", recognizer.cfg)
         self.restorer = restorer

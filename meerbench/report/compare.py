@@ -1,12 +1,15 @@
 """Two Results of one protocol side by side: per-condition differences with paired tests.
 
 :func:`comparison` computes (JSON-able data, ``meerbench compare --json``); :func:`compare`
-renders it as the Markdown table the command prints.
+renders it as the Markdown table the command prints (a frame of its rows, drawn by
+:func:`meerbench.report.tables.pipe_table` as the report tables are).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import pandas as pd
 
 from meerbench.errors import MeerbenchError
 from meerbench.report.grid import Run, run_cells
@@ -16,7 +19,7 @@ from meerbench.report.significance import (
     missing_score_file,
     paired_test,
 )
-from meerbench.report.tables import md
+from meerbench.report.tables import md, pipe_table
 from meerbench.tasks import DAGGER, DAGGER_LEGEND
 
 
@@ -59,6 +62,27 @@ def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, A
             "notes": [note for run in (a, b) if (note := missing_score_file(run))]}
 
 
+#: The columns of the table :func:`compare` prints, and their Markdown alignment (after the first).
+COLUMNS = ("Condition", "Metric", "A", "B", "B - A", "95% CI of B - A", "p", "Test")
+ALIGN = (":--", "--:", "--:", "--:", "--:", "--:", ":--")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    """One row of :func:`comparison` as the Markdown cells of :data:`COLUMNS`."""
+    digits = row["digits"]
+    ci = p_value = "–"
+    if row["ci95"]:
+        lo, hi = (f"{v:+.{digits}f}" for v in row["ci95"])
+        ci = f"[{lo}, {hi}]"
+    if row["p_value"] is not None:
+        p_value = f"{row['p_value']:.3g}{row['marker']}"
+    name = "–" if row["note"] == NO_TEST else md(row["test"] or row["note"])
+    unit = f" ({row['unit']})" if row["unit"] else ""
+    a, b = (f"{row[k]:.{digits}f}{'' if row[f'{k}_reliable'] else DAGGER}" for k in "ab")
+    return [md(row["condition"]), f"{row['label']}{unit}", a, b, f"{row['diff']:+.{digits}f}",
+            ci, p_value, name]
+
+
 def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
     """Markdown table of :func:`comparison`; missing score files are named above the table."""
     data = comparison(a, b, rounds, seed)
@@ -67,21 +91,8 @@ def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
              f"v{p['version']}", ""]
     for note in data["notes"]:  # a paragraph each
         lines += [f"**Missing score file, no paired tests:** {md(note)}.", ""]
-    lines += ["| Condition | Metric | A | B | B - A | 95% CI of B - A | p | Test |",
-              "|:--|:--|--:|--:|--:|--:|--:|:--|"]
-    for row in data["rows"]:
-        digits = row["digits"]
-        ci = p_value = "–"
-        if row["ci95"]:
-            lo, hi = (f"{v:+.{digits}f}" for v in row["ci95"])
-            ci = f"[{lo}, {hi}]"
-        if row["p_value"] is not None:
-            p_value = f"{row['p_value']:.3g}{row['marker']}"
-        name = "–" if row["note"] == NO_TEST else md(row["test"] or row["note"])
-        unit = f" ({row['unit']})" if row["unit"] else ""
-        a, b = (f"{row[k]:.{digits}f}{'' if row[f'{k}_reliable'] else DAGGER}" for k in "ab")
-        lines.append(f"| {md(row['condition'])} | {row['label']}{unit} | {a} | {b} | "
-                     f"{row['diff']:+.{digits}f} | {ci} | {p_value} | {name} |")
+    lines += pipe_table(pd.DataFrame([_cells(row) for row in data["rows"]],
+                                   columns=COLUMNS).set_index(COLUMNS[0]), ALIGN)
     unreliable = any(not (row["a_reliable"] and row["b_reliable"]) for row in data["rows"])
     lines += ["", "–: no paired test for this metric.", *([f"{DAGGER_LEGEND}."] * unreliable),
               "Markers: * p < 0.05, ** p < 0.01 (two-sided, no correction for multiple "

@@ -1,7 +1,8 @@
 """Results as one tidy pandas DataFrame: one row per reported number, for analysis and export.
 
-The rows are the cells the tables show (each task type's :meth:`~meerbench.tasks.Task.cells`
-read from its typed section), so a new task type appears here without a line of this module.
+The rows are the cells each task type's :meth:`~meerbench.tasks.Task.cells` reads from its
+typed section (:func:`meerbench.report.grid.run_cells`), so a new task type appears here without
+a line of this module. The report tables are pivots of this frame (:mod:`meerbench.report.tables`).
 Values are raw, as the Result stores them: rates are fractions, not percent; ``scale`` is what
 the tables multiply a value by to show it in ``unit`` (100 for ``%``).
 """
@@ -16,10 +17,9 @@ import pandas as pd
 
 from meerbench.errors import ConfigError, MeerbenchError
 from meerbench.io import atomic_open
-from meerbench.report.grid import load_runs
-from meerbench.tasks import sections
+from meerbench.report.grid import Cell, Column, Run, load_runs, run_cells
 
-__all__ = ["COLUMNS", "FORMATS", "export_results", "load_results"]
+__all__ = ["COLUMNS", "FORMATS", "export_results", "load_results", "tidy_frame"]
 
 #: The frame's columns, in order, with their dtypes (``None``: text).
 COLUMNS: dict[str, str | None] = {
@@ -60,21 +60,29 @@ def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    rows = [{
-        "model": run.model, "protocol": run.protocol.id, "version": run.protocol.version,
-        "protocol_sha256": run.protocol.sha256, "task": metric.task, "condition": condition,
-        "metric": metric.key, "label": metric.label, "unit": metric.value_unit,
-        "scale": metric.scale,
-        "rule": cell.rule, "value": cell.value,
-        "ci_low": None if cell.ci95 is None else cell.ci95[0],
-        "ci_high": None if cell.ci95 is None else cell.ci95[1],
-        "reliable": cell.reliable, "n": cell.n,
-        "higher_is_better": metric.higher_is_better, "note": cell.note, "file": str(run.path),
-    } for run in load_runs(paths)
-        for task, section in sections(run.result["metrics"])
-        for condition, metric, cell in task.cells(section)]
+    return tidy_frame((run, column, cell) for run in load_runs(paths)
+                      for column, cell in run_cells(run).items())
+
+
+def tidy_frame(cells: Iterable[tuple[Run, Column, Cell]]) -> pd.DataFrame:
+    """The frame of :data:`COLUMNS` with one row per (Result, column, cell), in the given
+    order: what :func:`load_results` returns and what the report tables pivot."""
+    rows = [_row(run, column, cell) for run, column, cell in cells]
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(
         {k: t for k, t in COLUMNS.items() if t is not None})
+
+
+def _row(run: Run, column: Column, cell: Cell) -> dict[str, object]:
+    metric, protocol = column.metric, column.protocol
+    return {
+        "model": run.model, "protocol": protocol.id, "version": protocol.version,
+        "protocol_sha256": protocol.sha256, "task": metric.task, "condition": column.condition,
+        "metric": metric.key, "label": metric.label, "unit": metric.value_unit,
+        "scale": metric.scale, "rule": cell.rule, "value": cell.value,
+        "ci_low": None if cell.ci95 is None else cell.ci95[0],
+        "ci_high": None if cell.ci95 is None else cell.ci95[1],
+        "reliable": cell.reliable, "n": cell.n, "higher_is_better": metric.higher_is_better,
+        "note": cell.note, "file": str(run.path)}
 
 
 def export_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

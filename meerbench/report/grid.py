@@ -57,8 +57,11 @@ class Column:
 
     @property
     def key(self) -> str:
-        p = self.protocol
-        return f"{p.id}/v{p.version}/{p.sha256[:8]}/{self.condition}/{self.metric.key}"
+        """``<protocol>/v<N>/<sha8>/<task>/<condition>/<metric>``: two task types may share a
+        metric key and a condition (verification and verification_dense: ``UMR-MP``,
+        ``tar@0.001``), so the task is part of it."""
+        p, m = self.protocol, self.metric
+        return f"{p.id}/v{p.version}/{p.sha256[:8]}/{m.task}/{self.condition}/{m.key}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,15 @@ class Run:
     def protocol(self) -> ProtocolKey:
         p = self.result["protocol"]
         return ProtocolKey(str(p["id"]), int(p["version"]), str(p["sha256"]))
+
+    @property
+    def restorer_given(self) -> str:
+        """What the restorer was given (``metrics.restoration.given``, one of
+        :data:`meerbench.results.RESTORER_GIVEN`), as restoration-grid headers show it; "not
+        recorded" for Results written before the field."""
+        section = self.result.get("metrics", {}).get("restoration")
+        given = section.get("given") if isinstance(section, dict) else None
+        return f"given: {given or 'not recorded'}"
 
     def scores(self) -> ScoreTable | None:
         """The per-pair score file, read once per process."""

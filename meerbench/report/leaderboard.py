@@ -35,9 +35,17 @@ from meerbench.results import (
     _text,
     _values,
 )
+from meerbench.tasks.operational import NOTE as OPERATIONAL_NOTE
+from meerbench.tasks.operational import OPERATIONAL
 
 SCHEMA = "meerbench.leaderboard/1"
-AGGREGATES = (("acc", "Mean verification accuracy"), ("rank1", "Mean rank-1 identification"))
+#: (task, metric, label, conditions or None for every condition). The first one present ranks:
+#: the operational FNMR of masked comparisons at FMR 1e-4 (SynthMask v2), else verification
+#: accuracy.
+AGGREGATES = (("operational", "fnmr@0.0001", "Mean operational FNMR@FMR=1e-4 of UMR-MP and MR-MP",
+               ("UMR-MP", "MR-MP")),
+              ("verification", "acc", "Mean verification accuracy", None),
+              ("identification", "rank1", "Mean rank-1 identification", None))
 FILES = ("leaderboard.json", "leaderboard.md", "leaderboard.html")
 
 
@@ -45,8 +53,9 @@ def build_leaderboard(grid: Grid, plots: Plots | None = None,
                       base: Path | None = None) -> dict[str, Any]:
     """The leaderboard as JSON-ready data; plot paths are made relative to ``base``."""
     aggregates = []
-    for key, label in AGGREGATES:  # columns where no model has a value rank nobody: left out
-        cols = [c for c in grid.columns if c.metric.key == key and any(
+    for task, key, label, conditions in AGGREGATES:  # columns no model has a value in: left out
+        cols = [c for c in grid.columns if (c.metric.task, c.metric.key) == (task, key)
+                and (conditions is None or c.condition in conditions) and any(
             (cell := grid.cell(m, c)) is not None and cell.value is not None for m in grid.models)]
         if cols:
             m = cols[0].metric
@@ -68,7 +77,9 @@ def build_leaderboard(grid: Grid, plots: Plots | None = None,
         "plots": [{"kind": p.kind, "protocol": p.protocol, "condition": p.condition,
                    **{fmt: _relative(path, base) for fmt, path in p.files.items()}}
                   for p in (plots.plots if plots else [])],
-        "notes": list(plots.notes) if plots else [],
+        "notes": (list(plots.notes) if plots else []) + (
+            [OPERATIONAL_NOTE] if any(c.metric.task == OPERATIONAL.name for c in grid.columns)
+            else []),
     }
 
 

@@ -111,7 +111,9 @@ def ranking_note(board: dict[str, Any]) -> str:
     names = {c["key"]: f'{c["protocol_label"]} {c["condition"]}' for c in board["columns"]}
     repeats = "; ".join(f"{names[r]} repeats {names[k]}" for r, k in first["repeats"].items())
     once = f" ({repeats}: same images and pairs, counted once)" if repeats else ""
-    return (f"Ranked by {first['label'].lower()} over {len(first['columns'])} distinct "
+    label = first["label"][0].lower() + first["label"][1:]
+    lower = "" if first["higher_is_better"] else " (lower is better)"
+    return (f"Ranked by {label}{lower} over {len(first['columns'])} distinct "
             f"(protocol, condition) columns{once}; a model without a value in every one of "
             "them is not ranked.")
 

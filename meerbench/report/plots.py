@@ -2,7 +2,8 @@
 
 ROC (log FAR axis) and DET (normal-deviate axes, the bob/NIST convention) per protocol
 condition with models overlaid, genuine/impostor score histograms, CMC, DIR vs FPIR,
-per-occluder-family bars and restoration grids. Every model keeps one colour of a
+per-occluder-family bars, operational FNMR (per condition and occluder family at each FMR
+target's threshold) and restoration grids. Every model keeps one colour of a
 colour-blind-safe palette and one dash pattern in every figure, both distinct per model for up
 to nine models; legends sit outside the data, to the right of the axes.
 """
@@ -18,9 +19,13 @@ from typing import Any
 import numpy as np
 
 from meerbench.io import ensure_writable_dir
+from meerbench.metrics.operational import MIN_FALSE_MATCHES
 from meerbench.metrics.verification import roc
 from meerbench.report.grid import Grid, ProtocolKey, Run
+from meerbench.results import RESTORER_GIVEN
+from meerbench.tasks import sci
 from meerbench.tasks.identification import IDENTIFICATION
+from meerbench.tasks.operational import OPERATIONAL, entries
 from meerbench.tasks.restoration import RESTORATION
 from meerbench.tasks.verification import VERIFICATION
 
@@ -40,6 +45,8 @@ DPI = 150
 SIZE = (4.8, 3.6)  # inches: 720 x 540 pixels at DPI, before the legend widens the figure
 PANEL = (2.4, 2.0)  # one histogram panel
 CELL = 0.9  # one restoration-grid image
+OPERATIONAL_PANEL = 2.0  # inches per FMR target
+OPERATIONAL_AXES = (1.2, 0.15, 0.5, 0.5)  # room for 'UMR-MP/surgical' on the left
 AXES = (0.6, 0.15, 0.5, 0.35)  # margins in inches: left, right, bottom, top
 LEGEND_GAP = 0.1  # inches between the axes and a legend outside them
 STYLE = {
@@ -48,13 +55,8 @@ STYLE = {
     "axes.spines.right": False, "lines.linewidth": 1.4, "pdf.fonttype": 42,
 }
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
-#: Restoration grids: what a restorer was given and whether it kept to it (a model whose
-#: edits stay inside the true occluder map restored with it; others found the occluder).
-USED_MAP, BLIND = "used true map", "blind (own mask)"
-RESTORATION_CAPTION = (
-    "Every restorer was given the masked image and its true occluder map. "
-    f"'{USED_MAP}': all pixels it changed lie inside that map (an oracle mask); "
-    f"'{BLIND}': it also changed pixels outside it.")
+#: Restoration grids: each header says what the restorer was given, as its Result records it.
+RESTORATION_CAPTION = "Given: " + "; ".join(f"'{k}': {v}" for k, v in RESTORER_GIVEN.items()) + "."
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ def histogram_size(n_models: int) -> tuple[float, float]:
     return PANEL[0] * cols, PANEL[1] * math.ceil(n_models / cols)
 
 
+def operational_size(n_targets: int, n_rows: int, n_models: int) -> tuple[float, float]:
+    """One panel per FMR target, one row per condition or family, a dot per model."""
+    margins = OPERATIONAL_AXES
+    return (margins[0] + margins[1] + OPERATIONAL_PANEL * n_targets,
+            margins[2] + margins[3] + n_rows * (0.1 + 0.07 * n_models))
+
+
 def restoration_grid_size(n_models: int, n_samples: int) -> tuple[float, float]:
     return CELL * (n_models + 2), CELL * n_samples + 0.75
 
@@ -107,6 +116,7 @@ def write_plots(grid: Grid, out: Path, formats: Sequence[str] = ("png", "pdf")) 
         for protocol in grid.protocols:
             _verification(grid, protocol, look, out, formats, result)
             _identification(grid, protocol, look, out, formats, result)
+            _operational(grid, protocol, look, out, formats, result)
             _restoration(grid, protocol, out, formats, result)
     return result
 
@@ -341,10 +351,60 @@ def _dir(ax: Any, found: dict[str, dict[str, Any]], look: dict[str, dict[str, An
     ax.set_ylabel("Detection and identification rate (DIR, %)")
 
 
+def _operational(grid: Grid, protocol: ProtocolKey, look: dict[str, dict[str, Any]],
+                 out: Path, formats: Sequence[str], result: Plots) -> None:
+    """FNMR with its 95% interval per condition and occluder family (rows) at each FMR target's
+    threshold on UMR-UMP impostors (panels); a hollow dot is a threshold resting on fewer than
+    10 false matches (†). Results without an operational section draw nothing."""
+    found = {m: section.values["operating_points"] for m in grid.models
+             if (run := grid.run(m, protocol))
+             and (section := OPERATIONAL.read(run.result["metrics"])) and section.ok}
+    if not found:
+        return
+    targets = sorted({p["target"] for points in found.values() for p in points}, reverse=True)
+    rows = list(dict.fromkeys(c for points in found.values() for p in points
+                              for c, _ in entries(p)))
+    fig = _figure(operational_size(len(targets), len(rows), len(found)), OPERATIONAL_AXES, 0.15)
+    axes = [fig.add_subplot(1, len(targets), i + 1) for i in range(len(targets))]
+    step = 0.7 / len(found)
+    for ax, target in zip(axes, targets, strict=True):
+        for i, (model, points) in enumerate(found.items()):
+            point = next((p for p in points if p["target"] == target), None)
+            if point is None:
+                continue
+            y, x, err = [], [], [[], []]
+            for cond, entry in entries(point):
+                fnmr = entry["fnmr"]
+                if fnmr["value"] is None:
+                    continue
+                v, ci = 100 * fnmr["value"], fnmr["ci95"]
+                y.append(rows.index(cond) + (i - (len(found) - 1) / 2) * step)
+                x.append(v)
+                err[0].append(0 if ci is None else v - 100 * ci[0])
+                err[1].append(0 if ci is None else 100 * ci[1] - v)
+            colour = look[model]["color"]
+            ax.errorbar(x, y, xerr=err, fmt="o", markersize=3.5, capsize=1.5, elinewidth=0.9,
+                        color=colour, markerfacecolor=colour if point["reliable"] else "white",
+                        label=_plain(model))
+        ax.set_yticks(range(len(rows)), [_plain(r) for r in rows] if ax is axes[0] else [])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title(f"FMR = {sci(target)}")
+        ax.set_xlabel("FNMR (%)")
+    right = min(100.0, max(5.0, 1.1 * max(ax.get_xlim()[1] for ax in axes)))
+    for ax in axes:  # one scale for every panel
+        ax.set_xlim(0, right)
+    _legend_outside(fig, axes[-1])
+    label = grid.label(protocol)
+    fig.suptitle(_plain(f"FNMR at UMR-UMP impostor thresholds · {label} · hollow: † "
+                        f"(< {MIN_FALSE_MATCHES} false matches)"))
+    result.plots.append(Plot("operational", label, "operational",
+                             _save(fig, out, f"operational__{grid.slug(protocol)}", formats)))
+
+
 def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence[str],
                  result: Plots) -> None:
     """Masked input | each model's restoration | ground truth, for the Result's samples; each
-    restorer's header says what it restored with (:func:`restorer_input`)."""
+    restorer's header says what it was given (:attr:`Run.restorer_given`)."""
     label = grid.label(protocol)
     runs = [r for m in grid.models if (r := grid.run(m, protocol))
             and (section := RESTORATION.read(r.result["metrics"])) and section.ok]
@@ -361,7 +421,8 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
     fig = _figure(restoration_grid_size(len(models), len(keys)), (0.02, 0.02, 0.4, 0.35),
                   0.04, 0.04)
     columns = [("masked input", first["masked"])] + [
-        (f"{m}\n{restorer_input(samples[m])}", samples[m]["restored"]) for m in models]
+        (f"{m}\n{grid.run(m, protocol).restorer_given}", samples[m]["restored"])
+        for m in models]
     columns.append(("ground truth", first["truth"]))
     for row in range(len(keys)):
         for col, (name, images) in enumerate(columns):
@@ -379,16 +440,3 @@ def _restoration(grid: Grid, protocol: ProtocolKey, out: Path, formats: Sequence
     if left:
         result.notes.append(f"Restoration grid for {label}: {', '.join(left)} left out, their "
                             "samples are other images than the first model's.")
-
-
-def restorer_input(samples: dict[str, np.ndarray]) -> str:
-    """:data:`USED_MAP` when every pixel the restorer changed lies where the masked image
-    differs from its exact unmasked twin (the true occluder), else :data:`BLIND`. A pixel of
-    the map that the occluder happens to leave equal to the twin may be changed too: up to
-    1% of the changes outside is still counted as keeping to the map."""
-    masked, restored, truth = (np.asarray(samples[k], np.float64) for k in
-                               ("masked", "restored", "truth"))
-    occluder = np.any(masked != truth, axis=-1)
-    changed = np.any(restored != masked, axis=-1)
-    outside = np.count_nonzero(changed & ~occluder)
-    return USED_MAP if outside <= 0.01 * max(np.count_nonzero(changed), 1) else BLIND

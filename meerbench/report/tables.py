@@ -1,5 +1,11 @@
 """Paper tables from Results: Markdown, LaTeX (booktabs), CSV and HTML, and their provenance.
 
+Every table is a pivot of one frame, :attr:`Report.frame`: the tidy frame of the Results' cells
+(:func:`meerbench.report.frame.tidy_frame`, what ``meerbench.load_results`` returns) with the
+columns the report adds per cell (:data:`MARKS`: the value as shown, its ``±``, bold, marker and
+paired test). LaTeX is rendered by pandas' Styler (booktabs rules, bold as a style), Markdown and
+HTML from the same pivots, and the CSV is the frame itself.
+
 Rows are models; columns are (protocol, condition) for one metric per table of a task with
 conditions (verification), or the metrics of one protocol for any other task type. ``±`` is the
 95% interval half-width (:data:`meerbench.tasks.PM_LEGEND`), † marks a rate that is not measured
@@ -12,19 +18,23 @@ file or folder of the machine that made the Results.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from meerbench.errors import MeerbenchError
 from meerbench.io import ensure_writable_dir, write_text
-from meerbench.report.grid import Column, Grid, ProtocolKey, Run, matches
+from meerbench.report.frame import tidy_frame
+from meerbench.report.grid import Cell, Column, Grid, ProtocolKey, Run, matches
 from meerbench.report.significance import PairedTest, has_test, missing_score_file, paired_test
-from meerbench.tasks import DAGGER, DAGGER_LEGEND, PM_LEGEND, Task, task_type, task_types
+from meerbench.tasks import DAGGER, PM_LEGEND, Task, task_type, task_types
 
 #: Format -> the files it writes (the first holds the tables).
 FORMATS = {"md": ("tables.md",), "latex": ("tables.tex", "provenance.tex"),
@@ -40,6 +50,23 @@ RULES = {
 BOLD_LEGEND = ("Bold: the best value per column as shown (rounded; ties all bold) among "
                f"reliable cells: a {DAGGER} or n/a cell is never bold.")
 NO_SCORE_FILE = "no score file"
+#: What stands in a table where a model has no Result.
+NO_RESULT = "–"
+
+#: The columns :attr:`Report.frame` adds to the tidy frame, one value per cell.
+MARKS = {
+    "column": "the cell's column: its place in grid.columns (what the tables pivot on)",
+    "shown": "the value as the tables show it (scaled, rounded); 'n/a' when not measured",
+    "pm": "the 95% interval half-width as shown; None without an interval",
+    "dagger": "shown with a dagger: measured, but not at its operating point",
+    "bold": "the best reliable value of its column as shown (Grid.is_best)",
+    "marker": "'*' (p < 0.05) or '**' (p < 0.01) against the reference; '' otherwise",
+    "test": "the paired test against the reference; None when there is none",
+    "p_value": "its p-value",
+    "difference": "model minus reference, raw units",
+    "title": "the cell's tooltip: its interval, test and notes",
+    "remark": "the cell's note and why it has no paired test, for the CSV",
+}
 
 
 @dataclass
@@ -92,6 +119,63 @@ class Report:
         found = [m for m in (model, self.reference)
                  if m and (run := self.grid.run(m, column.protocol)) and missing_score_file(run)]
         return found or [model]
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The tidy frame of every cell of the grid, in grid column then model order, with
+        :data:`MARKS` added: what every table, note and the CSV are made from."""
+        grid = self.grid
+        place = {column: i for i, column in enumerate(grid.columns)}
+        cells = [(run, column, cell) for column in grid.columns for model in grid.models
+                 if (cell := grid.cell(model, column))
+                 and (run := grid.run(model, column.protocol))]
+        frame = tidy_frame(cells)
+        marks = pd.DataFrame([{"column": place[column], **self._marks(run.model, column, cell)}
+                              for run, column, cell in cells],
+                             columns=list(MARKS), index=frame.index, dtype=object)
+        return pd.concat([frame, marks], axis=1)
+
+    def _marks(self, model: str, column: Column, cell: Cell) -> dict[str, Any]:
+        m, test = column.metric, self.test(model, column)
+        untested = self.untested(model, column)
+        if cell.value is None:
+            title = [cell.note or "not measured"]
+        else:
+            title = [f"95% CI [{m.show(cell.ci95[0])}, {m.show(cell.ci95[1])}]"] if cell.ci95 \
+                else []
+            if test:
+                title.append(f"vs {self.reference}: {test.test}, p = {test.p_value:.3g}")
+            title += [t for t in (untested, cell.note) if t]
+        half = cell.half_width()
+        return {"shown": "n/a" if cell.value is None else m.show(cell.value),
+                "pm": None if half is None else f"{m.scale * half:.{m.digits}f}",
+                "dagger": cell.value is not None and not cell.reliable,
+                "bold": self.grid.is_best(model, column), "marker": test.marker if test else "",
+                "test": test.test if test else None,
+                "p_value": float(test.p_value) if test else None,
+                "difference": float(test.difference) if test else None,
+                "title": "; ".join(title),
+                "remark": "; ".join(n for n in (cell.note, untested) if n)}
+
+    def cells(self, table: Table) -> pd.DataFrame:
+        """The rows of :attr:`frame` that ``table`` shows, in column then model order."""
+        return self.frame[self.frame["column"].isin(self._places(table))]
+
+    def _places(self, table: Table) -> list[int]:
+        return [self.grid.columns.index(c) for c in table.columns]
+
+    def pivot(self, table: Table, text: Callable[[Any], Any], missing: Any) -> pd.DataFrame:
+        """``table`` as a frame: its models by (group, sub-label) columns, each cell ``text``
+        of its row of :attr:`frame` (a named tuple), ``missing`` where a model has no Result."""
+        cells, places = self.cells(table), self._places(table)
+        shown = pd.Series([text(row) for row in cells.itertuples()], index=cells.index,
+                          dtype=object)
+        wide = (cells.assign(text=shown).pivot(index="model", columns="column", values="text")
+                .reindex(index=table.rows, columns=places).astype(object))
+        wide = wide.where(wide.notna(), missing)
+        wide.columns = pd.MultiIndex.from_tuples(table.headers)
+        wide.index.name = None
+        return wide
 
     def tables(self) -> list[Table]:
         """The tables of :func:`layout`, of the chosen metrics when some were chosen."""
@@ -177,46 +261,16 @@ def _sub(column: Column) -> str:
     return f"{column.metric.label} ({unit})" if unit else column.metric.label
 
 
-# ----------------------------------------------------------------------------- cell text
-
-
-@dataclass(frozen=True)
-class Shown:
-    """A cell as text parts; renderers add bold, markers and escaping."""
-
-    value: str
-    pm: str | None
-    marker: str
-    unreliable: bool
-    bold: bool
-    title: str
-
-
-def shown(report: Report, model: str, column: Column) -> Shown:
-    cell = report.grid.cell(model, column)
-    if cell is None:
-        return Shown("–", None, "", False, False, "no Result")
-    if cell.value is None:
-        return Shown("n/a", None, "", False, False, cell.note or "not measured")
-    m = column.metric
-    half = cell.half_width()
-    test = report.test(model, column)
-    title = [f"95% CI [{m.show(cell.ci95[0])}, {m.show(cell.ci95[1])}]"] if cell.ci95 else []
-    if test:
-        title.append(f"vs {report.reference}: {test.test}, p = {test.p_value:.3g}")
-    title += [t for t in (report.untested(model, column), cell.note) if t]
-    return Shown(m.show(cell.value), None if half is None else f"{m.scale * half:.{m.digits}f}",
-                 test.marker if test else "", not cell.reliable,
-                 report.grid.is_best(model, column), "; ".join(title))
+# ----------------------------------------------------------------------------- notes
 
 
 def note(report: Report, table: Table) -> str:
     """The table's one-line note: what its marks mean in short, its rules by name, what is
     missing and why. The legend in full and all hashes are in :func:`provenance`."""
-    grid, cols = report.grid, table.columns
-    cells = [c for m in table.rows for col in cols if (c := grid.cell(m, col))]
-    parts = ["± 95% CI"] if any(c.ci95 for c in cells if c.value is not None) else []
-    if any(grid.is_best(m, c) for m in table.rows for c in cols):
+    grid, cols, cells = report.grid, table.columns, report.cells(table)
+    measured = cells[cells["value"].notna()]
+    parts = ["± 95% CI"] if measured["ci_low"].notna().any() else []
+    if cells["bold"].any():
         parts.append(_bold_note(cols))
     tested = [c for c in cols if has_test(c)]
     if report.reference and tested:
@@ -233,12 +287,13 @@ def note(report: Report, table: Table) -> str:
     parts += dict.fromkeys(why for m in table.rows for c in tested
                            if report.tests.get((m, c)) != NO_SCORE_FILE
                            and (why := report.untested(m, c)))
-    if any(not c.reliable for c in cells if c.value is not None):
-        parts.append(f"{DAGGER} not measured (target x negatives < 1)")
-    parts += [f"{', '.join(labels)} rule: {rule}" for rule, labels in _rules(grid, table).items()]
-    missing = (["– no Result"] if len(cells) < len(cols) * len(table.rows) else []) + [
-        f"n/a: {r}" for r in sorted({c.note or "not measured" for c in cells if c.value is None})]
-    parts += missing
+    if not measured["reliable"].all():
+        parts += dict.fromkeys(task_type(c.metric.task).dagger_legend for c in cols)
+    parts += [f"{', '.join(labels)} rule: {rule}" for rule, labels in _rules(cells).items()]
+    unmeasured = cells.loc[cells["value"].isna(), "note"]
+    parts += (["– no Result"] if len(cells) < len(cols) * len(table.rows) else []) + [
+        f"n/a: {r}" for r in sorted({n if isinstance(n, str) and n else "not measured"
+                                     for n in unmeasured})]
     left_out = [m for m in grid.models if m not in table.rows
                 and any(grid.run(m, c.protocol) for c in cols)]
     if left_out:
@@ -256,15 +311,13 @@ def _bold_note(cols: Sequence[Column]) -> str:
     return f"bold: best (lower is better for {', '.join(lower)}, higher for the others)"
 
 
-def _rules(grid: Grid, table: Table) -> dict[str, list[str]]:
-    """Metric labels per rule, in column order: {"pessimistic ties": ["Rank-1", "Rank-5"]}."""
+def _rules(cells: pd.DataFrame) -> dict[str, list[str]]:
+    """Metric labels per rule, in row order: {"pessimistic ties": ["Rank-1", "Rank-5"]}."""
     out: dict[str, list[str]] = {}
-    for col in table.columns:
-        label = col.metric.label.split("=")[0]
-        for model in table.rows:
-            cell = grid.cell(model, col)
-            if cell and cell.rule and label not in out.setdefault(cell.rule, []):
-                out[cell.rule].append(label)
+    for label, rule in zip(cells["label"], cells["rule"], strict=True):
+        label = label.split("=")[0]
+        if isinstance(rule, str) and rule and label not in out.setdefault(rule, []):
+            out[rule].append(label)
     return out
 
 
@@ -296,13 +349,14 @@ class Provenance:
     lists, 10 for weights, 7 for the commit)."""
 
     notes: list[str]
-    protocols: list[tuple[str, ...]]
-    models: list[tuple[str, ...]]
+    protocols: pd.DataFrame
+    models: pd.DataFrame
 
 
 def provenance(report: Report) -> Provenance:
     grid, tables = report.grid, report.tables()
-    notes = [PM_LEGEND + "; the CSV holds both bounds.", BOLD_LEGEND, DAGGER_LEGEND + "."]
+    notes = [PM_LEGEND + "; the CSV holds both bounds.", BOLD_LEGEND,
+             *dict.fromkeys(task_type(c.metric.task).dagger_legend + "." for c in grid.columns)]
     if report.reference:
         notes.append(f"Markers: * p < 0.05, ** p < 0.01 against {report.reference} on the same "
                      "pairs: McNemar test on per-pair decisions (accuracy); paired bootstrap "
@@ -310,7 +364,7 @@ def provenance(report: Report) -> Provenance:
                      "(TAR@FAR); no correction for multiple comparisons.")
     rules: dict[str, list[str]] = {}
     for table in tables:
-        for rule, labels in _rules(grid, table).items():
+        for rule, labels in _rules(report.cells(table)).items():
             rules.setdefault(rule, [])
             rules[rule] += [label for label in labels if label not in rules[rule]]
     notes += [f"{', '.join(labels)} rule: {_rule_text(rule)}." for rule, labels in rules.items()]
@@ -334,7 +388,8 @@ def provenance(report: Report) -> Provenance:
                        str(prov.get("date") or "–")[:10],
                        f"{prov.get('meerbench_version') or '–'} {commit}".strip(),
                        f"{prov.get('device') or '–'} {prov.get('precision') or ''}".strip()))
-    return Provenance(notes, protocols, models)
+    return Provenance(notes, pd.DataFrame(protocols, columns=list(PROTOCOL_HEAD), dtype=object),
+                      pd.DataFrame(models, columns=list(MODEL_HEAD), dtype=object))
 
 
 def contract_text(model: Mapping[str, object]) -> str:
@@ -350,44 +405,57 @@ def contract_text(model: Mapping[str, object]) -> str:
 # ----------------------------------------------------------------------------- renderers
 
 
-_MD = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "\\": "&#92;", "|": r"\|",
-       "[": r"\[", "]": r"\]", "\n": " ", "\r": " "}
+_MD_ALWAYS = {"`": "&#96;", "\\": "&#92;", "|": r"\|", "[": r"\[", "]": r"\]", "\n": " ",
+              "\r": " "}
+#: '<' that could open an HTML tag, comment or autolink; '&' that could start an entity; '>'
+#: not after a space (it could close a tag, or start a block quote at the start of a line).
+_MD_HTML = re.compile(r"<(?=[A-Za-z/!?])|&(?=[A-Za-z#])|(?<!\s)>")
+_MD_ENTITY = {"<": "&lt;", "&": "&amp;", ">": "&gt;"}
 
 
 def md(text: str) -> str:
     """Escape text for one Markdown line or table cell: no raw HTML, link, code span or cell
-    break can come from a name in a Result."""
-    return "".join(_MD.get(ch, ch) for ch in str(text))
+    break can come from a name in a Result. A '<', '>' or '&' that can start no tag or entity
+    (``p < 0.05``, ``score > t``) stays as it reads."""
+    text = _MD_HTML.sub(lambda m: _MD_ENTITY[m.group(0)], str(text))
+    return "".join(_MD_ALWAYS.get(ch, ch) for ch in text)
+
+
+def pipe_table(frame: pd.DataFrame, align: str | Sequence[str]) -> list[str]:
+    """The lines of a GitHub pipe table of a frame of Markdown texts, its index as the first
+    column (left-aligned, headed by the index's name); ``align`` is the alignment (``--:``,
+    ``:--``) of the other columns, one for all or one each."""
+    aligns = [align] * len(frame.columns) if isinstance(align, str) else list(align)
+    lines = ["| " + " | ".join([frame.index.name or "", *frame.columns]) + " |",
+             "|:--" + "".join(f"|{a}" for a in aligns) + "|"]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples()]
 
 
 def markdown(report: Report, tables: Sequence[Table] | None = None) -> str:
     """GitHub-flavoured Markdown: one pipe table per Table with its note, then Provenance."""
     out = []
     for table in tables if tables is not None else report.tables():
-        head = " | ".join(md(s if g in table.title else f"{g} {s}") for g, s in table.headers)
-        lines = [f"### {md(table.title)}", "", f"| Model | {head} |",
-                 "|:--" + "|--:" * len(table.columns) + "|"]
-        for model in table.rows:
-            cells = [_md_cell(shown(report, model, c)) for c in table.columns]
-            name = f"{md(model)} (reference)" if model == report.reference else md(model)
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", f"Note: {md(note(report, table))}; rules and provenance: see Provenance."]
-        out.append("\n".join(lines))
+        wide = report.pivot(table, _md_cell, NO_RESULT)
+        wide.columns = [md(s if g in table.title else f"{g} {s}") for g, s in table.headers]
+        wide.index = pd.Index([md(m) + (" (reference)" if m == report.reference else "")
+                               for m in wide.index], name="Model")
+        out.append("\n".join([f"### {md(table.title)}", "", *pipe_table(wide, "--:"), "",
+                              f"Note: {md(note(report, table))}; rules and provenance: "
+                              "see Provenance."]))
     out.append(_md_provenance(provenance(report)))
     return "\n\n".join(out) + "\n"
 
 
-def _md_cell(s: Shown) -> str:
-    text = f"**{s.value}**" if s.bold else s.value
-    text += f" ± {s.pm}" if s.pm else ""
-    return text + s.marker.replace("*", r"\*") + (DAGGER if s.unreliable else "")
+def _md_cell(row: Any) -> str:
+    text = f"**{row.shown}**" if row.bold else row.shown
+    text += f" ± {row.pm}" if row.pm else ""
+    return text + row.marker.replace("*", r"\*") + (DAGGER if row.dagger else "")
 
 
 def _md_provenance(prov: Provenance) -> str:
     lines = ["### Provenance", "", *(f"- {md(n)}" for n in prov.notes)]
-    for head, rows in ((PROTOCOL_HEAD, prov.protocols), (MODEL_HEAD, prov.models)):
-        lines += ["", "| " + " | ".join(head) + " |", "|" + ":--|" * len(head)]
-        lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
+    for frame in (prov.protocols, prov.models):
+        lines += ["", *pipe_table(frame.map(md).set_index(frame.columns[0]), ":--")]
     return "\n".join(lines)
 
 
@@ -409,66 +477,73 @@ def latex(report: Report, tables: Sequence[Table] | None = None) -> str:
     out = ["% meerbench tables: needs \\usepackage{booktabs} in the preamble; the notes refer "
            f"to \\ref{{{PROVENANCE_LABEL}}} in provenance.tex."]
     for table in tables if tables is not None else report.tables():
-        groups = _groups(table.headers)
+        wide = report.pivot(table, _tex_cell, tex(NO_RESULT))
+        bold = report.pivot(table, lambda row: row.bold, False)
+        groups = list(dict.fromkeys(g for g, _ in table.headers))
+        if len(groups) > 1 or groups[0] not in table.title:
+            wide.columns = pd.MultiIndex.from_tuples(
+                [(tex(g), tex(s)) for g, s in table.headers], names=[None, "Model"])
+        else:
+            wide.columns = pd.Index([tex(s) for _, s in table.headers], name="Model")
+        wide.index = [tex(m) + (r"\textsuperscript{ref}" if m == report.reference else "")
+                      for m in wide.index]
         size = r"\small" if len(table.columns) <= 4 else r"\footnotesize"
-        lines = [r"\begin{table}[htbp]", r"\centering", size, r"\setlength{\tabcolsep}{3pt}",
-                 rf"\caption{{{tex(table.title)}}}\label{{tab:{table.key}}}",
-                 r"\makebox[\linewidth][c]{%",
-                 r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule"]
-        if len(groups) > 1 or groups[0][0] not in table.title:
-            lines.append(" & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{tex(g)}}}"
-                                            for g, n in groups) + r" \\")
-            start, rules = 2, []
-            for _, n in groups:
-                rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
-                start += n
-            lines.append(" ".join(rules))
-        lines.append("Model & " + " & ".join(tex(s) for _, s in table.headers) + r" \\")
-        lines.append(r"\midrule")
-        for model in table.rows:
-            name = tex(model) + (r"\textsuperscript{ref}" if model == report.reference else "")
-            lines.append(name + " & " + " & ".join(
-                _tex_cell(shown(report, model, c)) for c in table.columns) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}}", "", r"\smallskip",
-                  r"\begin{minipage}{\linewidth}\footnotesize",
-                  tex(note(report, table)) + rf"; rules and provenance: "
-                  rf"Table~\ref{{{PROVENANCE_LABEL}}}.",
-                  r"\end{minipage}", r"\end{table}", ""]
-        out.append("\n".join(lines))
+        out.append(_float(tex(table.title), f"tab:{table.key}", size, r"\footnotesize",
+                          [_tabular(wide, bold.to_numpy(dtype=bool))], r"\smallskip",
+                          tex(note(report, table)) + "; rules and provenance: "
+                          rf"Table~\ref{{{PROVENANCE_LABEL}}}."))
     return "\n".join(out)
 
 
-def _tex_cell(s: Shown) -> str:
-    text = rf"\textbf{{{tex(s.value)}}}" if s.bold else tex(s.value)
-    text += rf" $\pm$ {s.pm}" if s.pm else ""
-    text += rf"\textsuperscript{{{s.marker}}}" if s.marker else ""
-    return text + (r"$^{\dagger}$" if s.unreliable else "")
+def _tex_cell(row: Any) -> str:
+    text = tex(row.shown) + (rf" $\pm$ {row.pm}" if row.pm else "")
+    text += rf"\textsuperscript{{{row.marker}}}" if row.marker else ""
+    return text + (r"$^{\dagger}$" if row.dagger else "")
+
+
+def _tabular(frame: pd.DataFrame, bold: np.ndarray | None = None) -> str:
+    """A frame of LaTeX texts as a booktabs ``tabular`` by pandas' Styler: its index (when
+    named or labelled) as a left column, a second column level as a group row with a
+    ``\\cmidrule`` under each group, ``bold`` cells set in ``\\textbf``."""
+    styler = frame.style
+    if bold is not None:
+        styler = styler.apply(lambda _: np.where(bold, "textbf: --rwrap;", ""), axis=None)
+    if isinstance(frame.index, pd.RangeIndex):
+        styler, first = styler.hide(axis="index"), ""
+    else:
+        first = "l"
+    align = "c" if bold is not None else "l"
+    lines = styler.to_latex(hrules=True, multicol_align="c",
+                            column_format=first + align * frame.shape[1]).splitlines()
+    if frame.columns.nlevels > 1:
+        rules, start = [], 1 + len(first)
+        for group in dict.fromkeys(frame.columns.get_level_values(0)):
+            n = list(frame.columns.get_level_values(0)).count(group)
+            rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+            start += n
+        lines.insert(lines.index(r"\toprule") + 2, " ".join(rules))
+    return "\n".join(lines)
+
+
+def _float(caption: str, label: str, size: str, note_size: str, tabulars: Iterable[str],
+           skip: str, notes: str) -> str:
+    """One ``table`` float: caption and label, each tabular centred across the text width
+    (never an overfull box), and the notes in a minipage below."""
+    lines = [r"\begin{table}[htbp]", r"\centering", size, r"\setlength{\tabcolsep}{3pt}",
+             rf"\caption{{{caption}}}\label{{{label}}}"]
+    for tabular in tabulars:
+        lines += [r"\makebox[\linewidth][c]{%", tabular + "}", "", skip]
+    return "\n".join(lines + [rf"\begin{{minipage}}{{\linewidth}}{note_size}", notes,
+                              r"\end{minipage}", r"\end{table}", ""])
 
 
 def latex_provenance(report: Report) -> str:
     """The provenance table (``\\label{tab:provenance}``): protocols, Results, legend, rules."""
     prov = provenance(report)
-    lines = [r"\begin{table}[htbp]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
-             rf"\caption{{Provenance of the results}}\label{{{PROVENANCE_LABEL}}}"]
-    for head, rows in ((PROTOCOL_HEAD, prov.protocols), (MODEL_HEAD, prov.models)):
-        lines += [r"\makebox[\linewidth][c]{%", r"\begin{tabular}{" + "l" * len(head) + "}",
-                  r"\toprule", " & ".join(tex(h) for h in head) + r" \\", r"\midrule"]
-        lines += [" & ".join(tex(c) for c in row) + r" \\" for row in rows]
-        lines += [r"\bottomrule", r"\end{tabular}}", "", r"\medskip"]
-    lines += [r"\begin{minipage}{\linewidth}\scriptsize",
-              "\n\\par ".join(tex(n) for n in prov.notes), r"\end{minipage}", r"\end{table}", ""]
-    return "\n".join(lines)
-
-
-def _groups(headers: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
-    """Runs of equal group labels: [("synthmask v1", 3), ...]."""
-    groups: list[tuple[str, int]] = []
-    for g, _ in headers:
-        if groups and groups[-1][0] == g:
-            groups[-1] = (g, groups[-1][1] + 1)
-        else:
-            groups.append((g, 1))
-    return groups
+    frames = [f.map(tex).rename(columns=tex) for f in (prov.protocols, prov.models)]
+    return _float("Provenance of the results", PROVENANCE_LABEL, r"\scriptsize", r"\scriptsize",
+                  [_tabular(f) for f in frames], r"\medskip",
+                  "\n\\par ".join(tex(n) for n in prov.notes))
 
 
 def html_tables(report: Report, tables: Sequence[Table] | None = None) -> str:
@@ -476,36 +551,44 @@ def html_tables(report: Report, tables: Sequence[Table] | None = None) -> str:
     provenance."""
     out = []
     for table in tables if tables is not None else report.tables():
-        groups = "".join(f'<th colspan="{n}">{html.escape(g)}</th>'
-                         for g, n in _groups(table.headers))
-        subs = "".join(f"<th>{html.escape(s)}</th>" for _, s in table.headers)
-        rows = []
-        for model in table.rows:
-            ref = " <small>(reference)</small>" if model == report.reference else ""
-            cells = "".join(_html_cell(shown(report, model, c)) for c in table.columns)
-            rows.append(f'<tr><th scope="row">{html.escape(model)}{ref}</th>{cells}</tr>')
-        out.append(f'<h3 id="tab:{table.key}">{html.escape(table.title)}</h3>\n<table>\n'
-                   f"<thead><tr><th></th>{groups}</tr>\n<tr><th>Model</th>{subs}</tr></thead>\n"
-                   "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n"
+        wide = report.pivot(table, _html_cell, f'<td title="no Result">{NO_RESULT}</td>')
+        wide.index = [html.escape(m) + (" <small>(reference)</small>"
+                                        if m == report.reference else "") for m in wide.index]
+        out.append(f'<h3 id="tab:{table.key}">{html.escape(table.title)}</h3>\n'
+                   + _html(wide, "Model") + "\n"
                    f'<p class="note">{html.escape(note(report, table))}; rules and provenance: '
                    f'<a href="#{PROVENANCE_LABEL}">Provenance</a>.</p>')
     prov = provenance(report)
     out.append(f'<h3 id="{PROVENANCE_LABEL}">Provenance</h3>\n<ul class="notes">'
                + "".join(f"<li>{html.escape(n)}</li>" for n in prov.notes) + "</ul>")
-    for head, rows in ((PROTOCOL_HEAD, prov.protocols), (MODEL_HEAD, prov.models)):
-        out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                   + "</tr></thead>\n<tbody>" + "".join(
-                       "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row in rows) + "</tbody></table>")
+    out += [_html(frame.map(lambda c: f"<td>{html.escape(c)}</td>")) for frame in
+            (prov.protocols, prov.models)]
     return "\n".join(out)
 
 
-def _html_cell(s: Shown) -> str:
-    text = f"<b>{html.escape(s.value)}</b>" if s.bold else html.escape(s.value)
-    text += f" ± {s.pm}" if s.pm else ""
-    marks = s.marker + (DAGGER if s.unreliable else "")
+def _html(frame: pd.DataFrame, corner: str | None = None) -> str:
+    """A ``<table>`` of a frame of ``<td>`` cells; with ``corner``, its index as row headers
+    (``corner`` heads them) and a first header row of column groups."""
+    if corner is None:
+        head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns) + "</tr>"
+        rows = ["<tr>" + "".join(row) + "</tr>" for row in frame.itertuples(index=False)]
+        return f"<table><thead>{head}</thead>\n<tbody>{''.join(rows)}</tbody></table>"
+    groups = frame.columns.get_level_values(0).tolist()
+    spans = "".join(f'<th colspan="{groups.count(g)}">{html.escape(g)}</th>'
+                    for g in dict.fromkeys(groups))
+    subs = "".join(f"<th>{html.escape(s)}</th>" for s in frame.columns.get_level_values(1))
+    rows = [f'<tr><th scope="row">{name}</th>{"".join(cells)}</tr>'
+            for name, *cells in frame.itertuples()]
+    return (f"<table>\n<thead><tr><th></th>{spans}</tr>\n<tr><th>{corner}</th>{subs}</tr></thead>"
+            "\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+
+
+def _html_cell(row: Any) -> str:
+    text = f"<b>{html.escape(row.shown)}</b>" if row.bold else html.escape(row.shown)
+    text += f" ± {row.pm}" if row.pm else ""
+    marks = row.marker + (DAGGER if row.dagger else "")
     text += f"<sup>{marks}</sup>" if marks else ""
-    return f'<td title="{html.escape(s.title)}">{text}</td>'
+    return f'<td title="{html.escape(row.title)}">{text}</td>'
 
 
 TABLE_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -523,38 +606,23 @@ def html_page(report: Report) -> str:
             f"<h1>meerbench tables</h1>\n{html_tables(report)}\n</body></html>\n")
 
 
-CSV_HEADER = ("model", "protocol", "version", "protocol_sha256", "condition", "metric", "label",
-              "unit", "value", "ci95_low", "ci95_high", "rule", "reliable", "best", "reference",
-              "test", "p_value", "difference", "note")
+#: The CSV's columns, each a column of :attr:`Report.frame` (renamed where the name differs).
+CSV_COLUMNS = {"model": "model", "protocol": "protocol", "version": "version",
+               "protocol_sha256": "protocol_sha256", "condition": "condition",
+               "metric": "metric", "label": "label", "unit": "unit", "value": "value",
+               "ci95_low": "ci_low", "ci95_high": "ci_high", "rule": "rule",
+               "reliable": "reliable", "best": "bold", "reference": "reference", "test": "test",
+               "p_value": "p_value", "difference": "difference", "note": "remark"}
+CSV_HEADER = tuple(CSV_COLUMNS)
 
 
 def csv_text(report: Report) -> str:
-    """Every cell of the grid (not only the headline tables) as raw values: ``unit`` is the
-    unit of value, ci95_low and ci95_high (``fraction`` for rates the tables show in %)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    grid = report.grid
-    for column in grid.columns:
-        for model in grid.models:
-            cell = grid.cell(model, column)
-            if cell is None:
-                continue
-            test = report.test(model, column)
-            lo, hi = cell.ci95 or (None, None)
-            p = column.protocol
-            writer.writerow([
-                model, p.id, p.version, p.sha256, column.condition, column.metric.key,
-                column.metric.label, column.metric.value_unit, _num(cell.value), _num(lo),
-                _num(hi), cell.rule or "", int(cell.reliable), int(grid.is_best(model, column)),
-                report.reference or "", test.test if test else "",
-                _num(test.p_value if test else None), _num(test.difference if test else None),
-                "; ".join(n for n in (cell.note, report.untested(model, column)) if n)])
-    return buf.getvalue()
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
+    """Every cell of the grid (not only the headline tables): :attr:`Report.frame` as raw
+    values; ``unit`` is the unit of value, ci95_low and ci95_high (``fraction`` for rates the
+    tables show in %)."""
+    frame = report.frame.assign(reference=report.reference or "")
+    frame = frame.astype({"reliable": int, "bold": int})[list(CSV_COLUMNS.values())]
+    return frame.set_axis(CSV_HEADER, axis=1).to_csv(index=False, lineterminator="\n")
 
 
 RENDERERS: dict[str, tuple[Callable[[Report], str], ...]] = {
