@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prep.set_defaults(func=cmd_prepare)
 
+    pck = sub.add_parser("pack", help="write a folder or CSV manifest of aligned faces as an "
+                         "insightface RecordIO training set (train.rec, train.idx, property)")
+    pck.add_argument("src", help="folder <identity>/<image> or a CSV manifest (path,identity,...)")
+    pck.add_argument("--out", required=True, help="folder for train.rec, train.idx and property")
+    pck.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    pck.set_defaults(func=cmd_pack)
+
     msk = sub.add_parser("mask", help="put reproducible synthetic masks on a folder of faces")
     msk.add_argument("src", help="folder of face images (searched recursively)")
     msk.add_argument("--out", required=True, help="new folder for masked images and manifest")
@@ -241,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--bootstrap", type=NON_NEGATIVE, default=1000,
                      help="bootstrap rounds (0: no CIs)")
     met.add_argument("--seed", type=NON_NEGATIVE, default=0, help="bootstrap seed")
+    met.add_argument("--no-progress", action="store_true", help="hide the bootstrap progress bar")
+    met.add_argument("--save-parquet", metavar="PATH",
+                     help="also write the pairs read as a Parquet score file (binary, exact, "
+                          "read back several times faster than CSV)")
     met.set_defaults(func=cmd_metrics)
 
     trn = sub.add_parser("train",
@@ -250,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     trn.add_argument("--stop-after", type=POSITIVE, help="stop (with a checkpoint) after this step")
     trn.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trn.add_argument("--loader-only", type=POSITIVE, metavar="STEPS",
+                     help="measure the streaming loader alone over STEPS steps (no model, no "
+                          "output) and print its samples/s")
     trn.set_defaults(func=cmd_train)
 
     wts = sub.add_parser("weights", help="download a model's weights into the cache")
@@ -349,6 +363,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from meerbench.engine.distributed import world
     from meerbench.train import train
 
+    if args.loader_only:
+        from meerbench.train.stream import loader_throughput
+
+        m = loader_throughput(args.config, args.loader_only, not args.no_progress)
+        print(f"loader: {m['samples']:,} samples (masked face, twin, map) in {m['seconds']:.1f} "
+              f"s: {m['samples_per_s']:.0f}/s with {m['workers']} workers "
+              f"({m['samples_per_s_per_worker']:.0f}/s per worker)")
+        return 0
     out = train(args.config, args.out, resume=not args.no_resume, progress=not args.no_progress,
                 stop_after=args.stop_after)
     if world()[0] == 0:
@@ -409,6 +431,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from meerbench.protocol import load_protocol, task_type
 
     proto = load_protocol(args.protocol)
+    if proto.dataset.format == "insightface-rec":
+        return prepare_record_set(proto.dataset.name, proto.published, args.data)
     with created_folder(Path(args.out)) as out:
         dataset, info = prepare_dataset(proto, args.data, not args.no_progress)
         plans = plan_tasks(proto, dataset)
@@ -438,11 +462,52 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(f"  aligned with {a['aligner']}: {a['aligned']:,}; centre-crop fallback (no face "
               f"found): {a['fallback_centre_crop']:,} of {total:,} "
               f"({a['fallback_centre_crop'] / max(total, 1):.1%})")
+        if a["found_by"]:
+            print(f"  faces found by {', '.join(f'{k} {v:,}' for k, v in a['found_by'].items())}")
         if a["failures"]:
             shown = a["failures"][:SHOWN_FAILURES]
             more = f", ... ({a['fallback_centre_crop'] - len(shown):,} more)" if (
                 a["fallback_centre_crop"] > len(shown)) else ""
             print(f"  centre-cropped: {', '.join(shown)}{more}")
+    return 0
+
+
+def prepare_record_set(name: str, published: dict[str, Any], data: str | None) -> int:
+    """``prepare`` of an insightface RecordIO training set: check the layout, count (no lists:
+    training sets have none)."""
+    import numpy as np
+
+    from meerbench.data.formats.recordio import ABOUT, InsightfaceRecordSet
+    from meerbench.errors import DatasetError
+    from meerbench.settings import data_root
+
+    root = data_root(name, data)
+    if root is None or not root.is_dir():
+        raise DatasetError(f"Dataset '{name}' not found at {root or f'$MEERBENCH_DATA/{name}'}. "
+                           f"{ABOUT}")
+    rs = InsightfaceRecordSet(root)
+    p = rs.property
+    identities = len(np.unique(rs.labels))
+    print(f"{name} at {root}: insightface RecordIO, {len(rs):,} images, {identities:,} "
+          f"identities ({p.classes:,} in property), {p.width}x{p.height}; index from "
+          f"{rs.file.index_source}")
+    for key, found in (("images", len(rs)), ("identities", identities)):
+        if isinstance(published.get(key), int) and published[key] != found:
+            print(f"  {key}: {found:,} (published: {published[key]:,})")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from meerbench.data.formats.folder import FolderFormat
+    from meerbench.data.formats.manifest import read_manifest
+    from meerbench.data.formats.recordio import pack_dataset
+
+    src = Path(args.src)
+    dataset = (read_manifest(src, src.stem) if src.is_file()
+               else FolderFormat().read(src, {}, src.name))
+    with created_folder(Path(args.out)) as out:
+        images, identities = pack_dataset(dataset, out, progress=not args.no_progress)
+    print(f"packed {images:,} images of {identities:,} identities into {out}")
     return 0
 
 
@@ -480,25 +545,31 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from meerbench.metrics.scorefiles import load_scores
+    from meerbench.metrics.scorefiles import load_scores, write_table_parquet
+    from meerbench.metrics.stats import unique_inverse
     from meerbench.metrics.verification import VerificationSettings, verification_report
 
-    table = load_scores(args.scores)
     settings = VerificationSettings.from_dict({
         "accuracy_rule": args.accuracy_rule, "far_targets": args.far, "tar_rule": args.tar_rule,
         "eer_rule": args.eer_rule, "bootstrap": args.bootstrap, "seed": args.seed})
+    table = load_scores(args.scores, None if args.save_parquet else
+                        ("probe_id", "fold", "condition"))
+    if args.save_parquet:
+        write_table_parquet(args.save_parquet, table)
     n = len(table.scores)
     folds = (table.folds if table.folds is not None
              else score_folds(table, args.folds, args.folds_by, args.scores))
     by_order = table.folds is None and (args.folds_by == "order" or table.probe_ids is None)
-    groups = None if table.probe_ids is None else np.unique(table.probe_ids, return_inverse=True)[1]
-    conditions = table.conditions if table.conditions is not None else np.full(n, "all", object)
+    groups = None if table.probe_ids is None else unique_inverse(table.probe_ids)[1]
+    names, codes = (unique_inverse(table.conditions) if table.conditions is not None
+                    else (np.array(["all"], object), np.zeros(n, np.int64)))
     report = {}
-    for cond in dict.fromkeys(conditions.tolist()):
-        sel = conditions == cond
+    for c in sorted(range(len(names)), key=lambda c: int(np.argmax(codes == c))):  # file order
+        sel, cond = codes == c, str(names[c])
         warn_single_class_folds(args.scores, cond, folds[sel], table.labels[sel], by_order)
         report[cond] = verification_report(table.scores[sel], table.labels[sel], folds[sel],
-                                           settings, None if groups is None else groups[sel])
+                                           settings, None if groups is None else groups[sel],
+                                           progress=not args.no_progress)
     result = {"scores": str(args.scores), "settings": settings.to_dict(),
               "verification": report}
     if args.json:
@@ -517,6 +588,8 @@ def score_folds(table: ScoreTable, k: int, by: str | None, path: str) -> np.ndar
     identity when the file names identities."""
     import numpy as np
 
+    from meerbench.metrics.stats import unique_inverse
+
     if by is None:
         by = "order" if table.probe_ids is None else "identity"
     if by == "order":
@@ -525,7 +598,7 @@ def score_folds(table: ScoreTable, k: int, by: str | None, path: str) -> np.ndar
     if table.probe_ids is None:
         raise ConfigError(f"{path}: --folds-by identity needs identities (a probe_id column, or "
                           "a bob score file); this file has none. Use --folds-by order.")
-    identities, index = np.unique(table.probe_ids, return_inverse=True)  # sorted
+    identities, index = unique_inverse(table.probe_ids)  # sorted
     return (np.arange(len(identities)) % k)[index]
 
 
@@ -535,7 +608,9 @@ def warn_single_class_folds(path: str, condition: str, folds: np.ndarray, labels
     threshold applied to it is learned from the other folds' skewed mix."""
     import numpy as np
 
-    ids, index = np.unique(folds, return_inverse=True)
+    from meerbench.metrics.stats import unique_inverse
+
+    ids, index = unique_inverse(folds)
     genuine = np.bincount(index, weights=labels.astype(float), minlength=len(ids))
     pairs = np.bincount(index, minlength=len(ids))
     single = int(((genuine == 0) | (genuine == pairs)).sum())

@@ -81,6 +81,10 @@ def test_config_refuses_test_protocols_and_unknown_terms(tmp_path):
     cfg["data"]["protocol"] = "synthmask"
     with pytest.raises(ProtocolError, match="never train or select on test data"):
         parse_config(cfg, "x.yaml")
+    for pinned in ("synthmask@1", "synthmask-unseen@2"):  # a kept version is a test set too
+        cfg["data"]["protocol"] = pinned
+        with pytest.raises(ProtocolError, match="never train or select on test data"):
+            parse_config(cfg, "x.yaml")
     cfg["data"]["protocol"] = "synthmask-train"
     cfg["stages"][0]["losses"] = {"margin": 1.0, "perceptul": 1.0}
     with pytest.raises(ProtocolError, match="perceptul"):
@@ -101,6 +105,17 @@ def test_shipped_configs_parse():
     # same encoder, steps, schedule and images per step for the four CPU reference models
     assert len({(c.arch.depth, c.arch.width, c.arch.input_size, c.steps, c.optim.lr,
                  c.optim.batch_pairs * len(c.data.images)) for c in small}) == 1
+    # the GPU configs on RecordIO sets: per (depth, set) the same budget for MEER and baselines
+    streamed = [c for c in configs.values() if c.data.streaming]
+    assert {"meer-r50-ms1mv3", "arcface-r50-ms1mv3", "arcface-maskaug-r50-ms1mv3",
+            "from-r50-ms1mv3", "meer-r100-glint360k"} <= {c.name for c in streamed}
+    groups: dict[tuple, set] = {}
+    for c in streamed:
+        groups.setdefault((c.arch.depth, c.data.protocol), set()).add(
+            (c.arch.width, c.arch.input_size, c.steps, c.optim.lr,
+             c.optim.batch_pairs * len(c.data.images), c.margin.sample_rate))
+    assert all(len(v) == 1 for v in groups.values()), groups
+    assert configs["meer-r100-glint360k"].margin.sample_rate < 1
 
 
 def test_data_order_is_the_stream_of_seeded_epoch_permutations():
@@ -168,7 +183,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
         assert torch.equal(value, b["objective"][key]), key
     assert (straight / "model.safetensors").read_bytes() == \
         (resumed / "model.safetensors").read_bytes()
-    timing = {"images_per_s", "train_seconds", "seconds"}
+    timing = {"images_per_s", "train_seconds", "seconds", "data_wait_s", "data_share"}
 
     def strip(out: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k not in timing} for r in read_log(out)]

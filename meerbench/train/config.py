@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from meerbench.data.formats.inputs import read_yaml
-from meerbench.errors import ProtocolError
+from meerbench.errors import ConfigError, ProtocolError
 from meerbench.models.meer import MeerArch
 from meerbench.schema import Fields
 from meerbench.settings import PRECISIONS
@@ -45,12 +45,39 @@ TEST_PROTOCOLS = ("synthmask", "synthmask-unseen")
 
 
 @dataclass(frozen=True)
+class MaskCfg:
+    """On-the-fly occluders for unmasked training sets (``meerbench.train.stream``)."""
+
+    seed: int
+    families: tuple[str, ...]  # seen families only: the held-out ones stay unseen
+    validation_images: int  # held-out images per identity masked for validation
+    bank: int  # occluders pre-rendered at the template and composited (0: render each one)
+
+
+@dataclass(frozen=True)
+class LoaderCfg:
+    """DataLoader settings of the streaming pipeline; they change speed, never a batch, so
+    they are not part of the configuration's sha256 (a run may resume with other values)."""
+
+    workers: int
+    prefetch: int  # batches each worker prepares ahead
+    pin_memory: bool  # page-locked batches for asynchronous copies to a GPU
+
+
+@dataclass(frozen=True)
 class DataCfg:
     protocol: str  # registered name or YAML path of the training protocol
     identities: int | None  # use only the first N identities (sorted), None = all
     holdout_identities: int  # the last N of those: validation only, never trained on
     images: tuple[str, ...]  # what the recognizer's margin loss sees: masked and/or unmasked
     flip: bool  # random horizontal flip of a whole pair (image, twin, map)
+    root: str | None  # the dataset folder (default: $MEERBENCH_DATA/<dataset name>)
+    mask: MaskCfg | None  # set: stream unmasked images and draw occluders on the fly
+    loader: LoaderCfg
+
+    @property
+    def streaming(self) -> bool:
+        return self.mask is not None
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,7 @@ class MarginCfg:
     kind: str
     s: float
     m: float
+    sample_rate: float  # partial-FC style: share of class centres in each step's softmax
 
 
 @dataclass(frozen=True)
@@ -183,19 +211,44 @@ def parse_config(data: Any, source: str) -> TrainConfig:
     images = tuple(d.get("images", list, list(IMAGE_KINDS)))
     if not images or any(k not in IMAGE_KINDS for k in images):
         raise d.error("images", f"a non-empty list drawn from {', '.join(IMAGE_KINDS)}")
+    mask = None
+    if (mf := d.sub("mask", None)) is not None:
+        from meerbench.data.render.occluders import SEEN_FAMILIES, resolve_families
+
+        families = mf.get("families", (str, list), "seen")
+        try:
+            resolved = resolve_families(families)
+        except ConfigError as exc:
+            raise mf.error("families", str(exc)) from None
+        if not set(resolved) <= set(SEEN_FAMILIES):
+            raise mf.error("families", f"seen families only ({', '.join(SEEN_FAMILIES)}): the "
+                                       "held-out families must stay unseen in training")
+        mask = MaskCfg(mf.get("seed", int, 0), resolved,
+                       mf.positive_int("validation_images", 10), mf.get("bank", int, 1024))
+        if mask.bank < 0:
+            raise mf.error("bank", "0 (render every occluder) or a number of occluders")
+        mf.finish()
+    lf = d.sub("loader", {})
+    loader = LoaderCfg(lf.get("workers", int, 0), lf.positive_int("prefetch", 2),
+                       lf.get("pin_memory", bool, True))
+    if loader.workers < 0:
+        raise lf.error("workers", "0 (load in the training process) or more worker processes")
+    lf.finish()
     data_cfg = DataCfg(
         protocol=d.get("protocol", str), identities=d.positive_int("identities", None),
         holdout_identities=d.positive_int("holdout_identities"), images=images,
-        flip=d.get("flip", bool, True),
+        flip=d.get("flip", bool, True), root=d.get("root", str, None), mask=mask, loader=loader,
     )
-    if Path(data_cfg.protocol).stem in TEST_PROTOCOLS:
+    if Path(data_cfg.protocol).stem.split("@")[0] in TEST_PROTOCOLS:  # name or name@version
         raise d.error("protocol", f"a training protocol, not the test protocol "
                                   f"{data_cfg.protocol!r} (never train or select on test data)")
     d.finish()
 
     g = top.sub("margin")
     margin = MarginCfg(g.choice("kind", MARGINS, "arcface"), g.get("s", float, 64.0),
-                       g.get("m", float, 0.5))
+                       g.get("m", float, 0.5), g.get("sample_rate", float, 1.0))
+    if not 0 < margin.sample_rate <= 1:
+        raise g.error("sample_rate", "a share of the classes in (0, 1]")
     g.finish()
 
     o = top.sub("optim")
@@ -255,11 +308,19 @@ def parse_config(data: Any, source: str) -> TrainConfig:
         name=name, seed=seed, arch=arch, flip_fusion=flip_fusion, export_dtype=export_dtype,
         data=data_cfg, margin=margin, optim=optim, stages=tuple(stages), losses=losses_cfg,
         runtime=runtime, validation=validation, source=source,
-        sha256=hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest(),
+        sha256=_sha256(data),
         raw=dict(data),
     )
     _check(cfg, top)
     return cfg
+
+
+def _sha256(data: dict[str, Any]) -> str:
+    """sha256 of the canonical YAML, without ``data.loader`` (speed settings only)."""
+    hashed = dict(data)
+    if isinstance(hashed.get("data"), dict) and "loader" in hashed["data"]:
+        hashed["data"] = {k: v for k, v in hashed["data"].items() if k != "loader"}
+    return hashlib.sha256(yaml.safe_dump(hashed, sort_keys=True).encode()).hexdigest()
 
 
 def _check(cfg: TrainConfig, top: Fields) -> None:
@@ -282,6 +343,9 @@ def _check(cfg: TrainConfig, top: Fields) -> None:
         if "perceptual" in used and not cfg.losses.perceptual_weights:
             raise top.error("losses.perceptual_weights",
                             "a local VGG-16 weights file when a stage weights 'perceptual'")
+    if cfg.data.mask is not None and not set(cfg.data.mask.families) <= set(arch.families):
+        raise top.error("data.mask.families", f"families the mask branch classifies: "
+                                              f"{', '.join(arch.families)}")
     if arch.generator and "masked" not in cfg.data.images:
         raise top.error("data.images", "'masked' in the list when the model has a generator")
     if cfg.optim.schedule == "step" and not cfg.optim.milestones:

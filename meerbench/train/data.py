@@ -145,12 +145,12 @@ def step_indices(n_pairs: int, batch: int, step: int, seed: int) -> np.ndarray:
     out = np.empty(batch, np.int64)
     for epoch in np.unique(epochs):
         sel = epochs == epoch
-        out[sel] = _epoch_order(n_pairs, seed, int(epoch))[offsets[sel]]
+        out[sel] = epoch_order(n_pairs, seed, int(epoch))[offsets[sel]]
     return out
 
 
 @functools.lru_cache(maxsize=2)
-def _epoch_order(n_pairs: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_order(n_pairs: int, seed: int, epoch: int) -> np.ndarray:
     """One epoch's permutation, kept while its steps run (a batch spans at most two epochs)."""
     order = np.random.default_rng([seed, epoch]).permutation(n_pairs)
     order.flags.writeable = False

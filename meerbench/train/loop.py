@@ -21,6 +21,7 @@ import math
 import platform
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ from meerbench.models.weights import safe_torch_load
 from meerbench.settings import resolve_device
 from meerbench.train import losses as L
 from meerbench.train.config import TrainConfig, load_config
-from meerbench.train.data import load_train_data, make_batch, step_flips, step_indices
+from meerbench.train.data import Batch, load_train_data, make_batch, step_flips, step_indices
 from meerbench.train.objective import Objective
+from meerbench.train.stream import Stream, load_stream_data
 from meerbench.train.validate import Validator
 
 STATE_VERSION = 2  # 2: tensors and plain data only (weights_only=True)
@@ -99,7 +101,14 @@ class Trainer:
             raise ModelError(f"{cfg.source}: optim.batch_pairs={o.batch_pairs} is not divisible "
                              f"by world size x accumulate = {world * o.accumulate}")
         _seed_everything(cfg.seed)
-        self.data = load_train_data(cfg, self.progress)
+        self.stream: Stream | None = None
+        if cfg.data.streaming:
+            self.data, self.stream = load_stream_data(cfg, device, rank, world, self.progress)
+            self.train_count = len(self.stream.dataset)
+        else:
+            self.data = load_train_data(cfg, self.progress)
+            self.train_count = len(self.data.pairs.masked)
+        self.feed: Iterator[Batch] | None = None
         self.objective = Objective(cfg, MeerNet(cfg.arch), self.data.classes).to(device)
         adversarial = any(s.losses.get("adversarial", 0) > 0 for s in cfg.stages)
         self.disc = L.PatchDiscriminator().to(device) if adversarial else None
@@ -130,6 +139,7 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.train_seconds = 0.0
+        self.window = [0.0, 0.0, 0]  # data-wait s, step s, steps since the last train record
         self.log: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ set-up helpers
@@ -168,14 +178,19 @@ class Trainer:
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step",
                    desc=f"train {cfg.name}")
+        if self.stream is not None:
+            self.feed = self.stream.batches(self.step)
         rt, v = cfg.runtime, cfg.validation
         while self.step < cfg.steps:
             stage = cfg.stage_at(self.step)
             t0 = time.perf_counter()
-            terms = self.train_step(stage.losses)
+            terms, wait = self.train_step(stage.losses)
             self.step += 1
             elapsed = time.perf_counter() - t0
             self.train_seconds += elapsed
+            self.window[0] += wait
+            self.window[1] += elapsed
+            self.window[2] += 1
             bar.update(1)
             last = self.step == cfg.steps
             stopping = stop_after is not None and self.step >= stop_after
@@ -199,11 +214,23 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
-    def train_step(self, weights: dict[str, float]) -> dict[str, float]:
-        """One optimizer step over the global batch; returns the mean loss terms (all ranks)."""
+    def micro_batch(self, a: int, micro: int) -> Batch:
+        """This rank's micro-batch ``a`` of the current step, on the device."""
+        if self.feed is not None:
+            return next(self.feed)
         cfg, o = self.cfg, self.cfg.optim
         rows = step_indices(len(self.data.pairs.masked), o.batch_pairs, self.step, cfg.seed)
         flips = step_flips(o.batch_pairs, self.step, cfg.seed, cfg.data.flip)
+        chunk = slice((self.rank * o.accumulate + a) * micro,
+                      (self.rank * o.accumulate + a + 1) * micro)
+        return make_batch(self.data, rows[chunk], flips[chunk]).to(
+            self.device, cfg.runtime.channels_last)
+
+    def train_step(self, weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], float]:
+        """One optimizer step over the global batch; returns the mean loss terms (all ranks)
+        and the seconds spent waiting for data."""
+        cfg, o = self.cfg, self.cfg.optim
+        wait = 0.0
         micro = o.batch_pairs // (self.world * o.accumulate)
         factor = lr_factor(cfg, self.step)
         for opt in self.optimizers:
@@ -212,10 +239,9 @@ class Trainer:
         adversarial = weights.get("adversarial", 0) > 0 and self.disc is not None
         sums: dict[str, torch.Tensor] = {}
         for a in range(o.accumulate):
-            chunk = slice((self.rank * o.accumulate + a) * micro,
-                          (self.rank * o.accumulate + a + 1) * micro)
-            batch = make_batch(self.data, rows[chunk], flips[chunk]).to(
-                self.device, cfg.runtime.channels_last)
+            t0 = time.perf_counter()
+            batch = self.micro_batch(a, micro)
+            wait += time.perf_counter() - t0
             sync = a == o.accumulate - 1
             with _no_sync(self.model, sync), self._autocast():
                 total, terms, composite = self.model(batch, weights, self.disc, self.perceptual)
@@ -238,7 +264,7 @@ class Trainer:
         self.scaler.update()
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return {k: v for k, v in sums.items()}
+        return {k: v for k, v in sums.items()}, wait
 
     def _check_finite(self, stage: str, terms: dict[str, torch.Tensor]) -> None:
         """Stop before a NaN or inf loss reaches the log, a validation or a checkpoint."""
@@ -260,6 +286,7 @@ class Trainer:
 
     def _train_record(self, stage: str, terms: dict[str, torch.Tensor],
                       elapsed: float) -> dict[str, Any]:
+        wait, busy, steps = self.window[0], max(self.window[1], 1e-9), max(self.window[2], 1)
         names = sorted(terms)
         values = torch.stack([terms[k].detach().float().reshape(()) for k in names]).cpu()
         if self.world > 1:
@@ -270,7 +297,11 @@ class Trainer:
                   "train_seconds": round(self.train_seconds, 2),
                   **{k: float(v) for k, v in zip(names, values.tolist(), strict=True)},
                   "images_per_s": self.cfg.optim.batch_pairs * len(self.cfg.data.images)
-                  / max(elapsed, 1e-9)}
+                  / max(elapsed, 1e-9),
+                  # mean seconds per step spent waiting for batches since the last record, and
+                  # their share of the step time: a starved GPU shows a share near 1
+                  "data_wait_s": wait / steps, "data_share": wait / busy}
+        self.window = [0.0, 0.0, 0]
         self._append_log(record)
         return record
 
@@ -387,7 +418,7 @@ class Trainer:
             "training": {
                 "config": "config.yaml", "config_sha256": cfg.sha256, "log": "train_log.jsonl",
                 "protocol": cfg.data.protocol, "train_identities": self.data.classes,
-                "train_pairs": len(self.data.pairs.masked),
+                "train_pairs": self.train_count,
                 "holdout_identities": len(self.data.holdout), "steps": cfg.steps,
                 "stages": [{"name": s.name, "steps": s.steps, "losses": s.losses}
                            for s in cfg.stages],

@@ -32,7 +32,7 @@ class Objective(nn.Module):
         super().__init__()
         self.net = net
         self.head = L.MarginHead(cfg.arch.embedding_dim, classes, cfg.margin.kind, cfg.margin.s,
-                                 cfg.margin.m)
+                                 cfg.margin.m, cfg.margin.sample_rate)
         self.images = cfg.data.images
         self.none_family = cfg.arch.families.index("none")
         self.occluded_weight = cfg.losses.occluded_weight

@@ -72,6 +72,8 @@ DATASETS.add_lazy(
     "insightface verification .bin (lfw.bin, calfw.bin, ...; from the insightface training-set "
     "archives), loaded without running pickled code",
 )
+DATASETS.add_lazy("insightface-rec", "meerbench.data.formats.recordio:InsightfaceRecFormat",
+                  "insightface RecordIO training set: train.rec, train.idx, property (training)")
 
 
 def open_dataset(spec: DatasetSpec, data: str | Path | None = None, *,
