@@ -137,7 +137,7 @@ def test_main_job_on_synthmask_from_the_console_script(tmp_path):
     """The README's main job, as a new user runs it: generation, fit, embedding, all tasks."""
     exe = shutil.which("meerbench", path=str(Path(sys.executable).parent))
     assert exe, "console script not installed"
-    cmd = [exe, "run", "--model", "fisherfaces", "--protocol", "synthmask", "--out",
+    cmd = [exe, "run", "--model", "fisherfaces", "--protocol", "synthmask@1", "--out",
            str(tmp_path / "results")]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stderr[-2000:]

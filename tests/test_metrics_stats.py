@@ -118,3 +118,26 @@ def test_stats_input_errors() -> None:
         stats.mcnemar([0.5, 1.0], [True, False])
     with pytest.raises(MetricInputError, match="length mismatch: 2 scores but 4 labels"):
         verification.paired_bootstrap_tar_difference([1, 2, 3, 4], [1, 2], [1, 0, 1, 0], 0.1)
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).integers(-5, 50, 300),  # small range: counted
+    np.random.default_rng(1).integers(0, 10**12, 300),  # wide range: sorted
+    np.random.default_rng(2).integers(0, 4, 300).astype(np.uint8),
+    np.array(["id10", "id9", "é", "", "id9 ", "Z"] * 20, dtype=object),  # strings: hashed
+    np.array([3.5, -1.0, 3.5]),
+])
+def test_unique_inverse_is_np_unique(values: np.ndarray) -> None:
+    distinct, inverse = stats.unique_inverse(values)
+    want_distinct, want_inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(distinct, want_distinct)
+    np.testing.assert_array_equal(inverse, want_inverse)
+    assert distinct.dtype == want_distinct.dtype
+
+
+def test_progress_bar_draws_the_same_resamples(capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(3).normal(size=50)
+    quiet = stats.bootstrap_samples(lambda w: w @ x, 50, rounds=30, seed=1)
+    shown = stats.bootstrap_samples(lambda w: w @ x, 50, rounds=30, seed=1, progress=True)
+    np.testing.assert_array_equal(quiet, shown)
+    assert "30/30" in capsys.readouterr().err

@@ -366,6 +366,97 @@ def test_resampled_values_equal_metrics_of_the_resampled_pairs(tar_rule: str,
         np.testing.assert_allclose(row, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_per_cluster_resampler_equals_per_pair_weights(seed: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bit for bit, on ties and repeated points, with several checkpoint blocks per class.
+    monkeypatch.setattr(v.GroupedScores, "_CHECKPOINTS", 2000)
+    rng = np.random.default_rng(seed)
+    n, k = 3000, int(rng.integers(2, 60))
+    scores, labels = _continuous(n, seed) if seed % 2 else _tied(n, seed)
+    labels = rng.random(n) < (0.02, 0.5, 0.97)[seed % 3] if seed > 1 else labels
+    cluster = rng.integers(0, k, n)
+    counts = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(25)])
+    counts[0] = 0
+    counts[0, cluster[0]] = 1  # one cluster only: often a single class, NaN
+    ranked = v.SortedScores(scores, labels)
+    grouped = v.GroupedScores(ranked, cluster, k)
+    for tar_rule in ("floor", "interp"):
+        for eer_rule in v.EER_RULES:
+            want = ranked.resampled(counts[:, cluster], TARGETS, tar_rule, eer_rule)
+            got = grouped.resampled(counts, TARGETS, tar_rule, eer_rule)
+            np.testing.assert_array_equal(got, want)
+
+
+def _shipped_conditions() -> list[tuple[str, str]]:
+    folder = Path(__file__).parents[1] / "reports" / "results"
+    return [(str(path), cond) for path in sorted(folder.glob("*.scores.csv.gz"))[:2]
+            for cond in ("UMR-UMP", "UMR-MP")]
+
+
+@pytest.mark.parametrize(("path", "condition"), _shipped_conditions())
+def test_report_intervals_per_cluster_equal_per_pair_on_shipped_scores(
+    path: str, condition: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped Results' intervals come from per-pair weights; per cluster they are the same.
+    from meerbench.metrics.scorefiles import load_scores
+
+    table = load_scores(path).of_condition(condition)
+    assert table is not None
+    args = (table.scores, table.labels, table.folds, v.VerificationSettings(bootstrap=100))
+    per_pair = v.verification_report(*args, groups=table.probe_ids)
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: True)
+    assert v.verification_report(*args, groups=table.probe_ids) == per_pair
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: False)
+    assert v.verification_report(*args, groups=table.probe_ids) == per_pair
+
+
+def test_large_report_resamples_per_cluster_with_the_same_intervals(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores, labels = _tied(v.PER_PAIR_UP_TO + 1000, 5)
+    folds, groups = np.arange(scores.size) % 10, np.arange(scores.size) % 97
+    settings = v.VerificationSettings(bootstrap=60, seed=2)
+    made, init = [], v.GroupedScores.__init__
+    monkeypatch.setattr(v.GroupedScores, "__init__",
+                        lambda self, *args: made.append(args) or init(self, *args))
+    per_cluster = v.verification_report(scores, labels, folds, settings, groups)
+    assert made  # the default for this many pairs
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: False)
+    assert v.verification_report(scores, labels, folds, settings, groups) == per_cluster
+
+
+@pytest.mark.slow
+def test_per_cluster_path_reproduces_every_shipped_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 Results x 3 conditions, 1,000 rounds each: every value and interval, bit for bit.
+    from meerbench.metrics.scorefiles import load_scores
+
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: True)
+    results = sorted((Path(__file__).parents[1] / "reports" / "results").glob("*.json"))
+    assert len(results) >= 16
+    for path in results:
+        table = load_scores(path.with_name(f"{path.stem}.scores.csv.gz"))
+        for condition, want in json.loads(path.read_text())["metrics"]["verification"].items():
+            sub = table.of_condition(condition)
+            got = v.verification_report(sub.scores, sub.labels, sub.folds,
+                                        v.VerificationSettings(), groups=sub.probe_ids)
+            for key in ("accuracy", "auc", "eer", "tar_at_far"):
+                assert got[key] == want[key], (path.name, condition, key)
+
+
+@pytest.mark.parametrize("rule", ("floor", "interp"))
+def test_paired_bootstrap_per_cluster_equals_per_pair(rule: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    scores, labels = _tied(4000, 3)
+    other = scores + np.random.default_rng(3).normal(0, 0.05, scores.size)
+    groups = np.arange(4000) % 50
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: True)
+    got = v.paired_bootstrap_tar_difference(other, scores, labels, 0.01, rule, groups, 300)
+    monkeypatch.setattr(v, "_per_cluster_is_cheaper", lambda k, n: False)
+    assert got == v.paired_bootstrap_tar_difference(other, scores, labels, 0.01, rule, groups,
+                                                    300)
+
+
 # ----------------------------------------------------------------------------- report
 
 

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from meerbench.protocol import (
 from meerbench.registry import PROTOCOLS
 from tests.conftest import TINY
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def fake_dataset(n_ids=40, unmasked=5, masked=5) -> Dataset:
     samples = [
@@ -35,8 +38,50 @@ def test_builtin_synthmask_protocols_are_registered_and_valid():
     sm = load_protocol("synthmask")
     verification, identification = sm.tasks["verification"], sm.tasks["identification"]
     assert verification.pairs_per_fold * verification.folds == 6000
-    assert identification.gallery_identities == 250
-    assert sm.dataset.options["n_identities"] == 300
+    assert identification.gallery_identities == 800
+    assert sm.dataset.options["n_identities"] == 1000
+
+
+@pytest.mark.parametrize("name", ["synthmask", "synthmask-unseen"])
+def test_version_1_is_kept_exactly_and_a_bare_name_is_version_2(name):
+    """The kept v1 file is the definition the shipped Results were measured on (same sha256)."""
+    shipped = json.loads((ROOT / "reports" / "results" / f"meer-s__{name}.json").read_text())
+    v1 = load_protocol(f"{name}@1")
+    assert (v1.id, v1.version, v1.sha256) == (name, 1, shipped["protocol"]["sha256"])
+    v2 = load_protocol(name)
+    assert (v2.id, v2.version) == (name, 2) and load_protocol(f"{name}@2") == v2
+    assert set(v2.tasks) >= {"verification", "verification_dense", "identification"}
+
+
+def test_v2_is_dense_enough_and_disjoint_from_training():
+    for name in ("synthmask", "synthmask-unseen"):
+        proto = load_protocol(name)
+        test, train = proto.dataset.options, load_protocol("synthmask-train").dataset.options
+        test_ids = range(test["first_identity"], test["first_identity"] + test["n_identities"])
+        train_ids = range(train["first_identity"], train["first_identity"] + train["n_identities"])
+        assert not set(test_ids) & set(train_ids) and test["seed"] == train["seed"]
+        dense = proto.tasks["verification_dense"]
+        far = min(proto.metrics["verification_dense"]["far_targets"])
+        assert far == 1e-5 and far * dense.impostors >= 10  # >= 10 false accepts at 1e-5
+        assert dense.impostors >= 5_000_000 and dense.conditions == tuple(CONDITIONS)
+        unmasked, masked = test["n_unmasked"] * 1000, test["n_masked"] * 1000
+        assert dense.impostors < min(unmasked * (unmasked - 1) // 2, unmasked * masked) * 0.999
+
+
+def test_unknown_versions_are_errors_naming_what_exists(tmp_path):
+    with pytest.raises(ProtocolError, match="synthmask has no version 3: synthmask is version 2; "
+                                            "kept: synthmask@1"):
+        load_protocol("synthmask@3")
+    with pytest.raises(ProtocolError, match="synthmask-train has no version 2"):
+        load_protocol("synthmask-train@2")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))  # version 1, registered as if it were version 4
+    PROTOCOLS.add("tiny@4", path)
+    try:
+        with pytest.raises(ProtocolError, match="registered as tiny@4 but holds tiny version 1"):
+            load_protocol("tiny@4")
+    finally:
+        PROTOCOLS.remove("tiny@4")
 
 
 def test_misspelt_field_names_file_field_and_suggestion(tmp_path):

@@ -221,6 +221,17 @@ def test_workers_give_identical_files(tmp_path: Path) -> None:
     assert files_of(one) == files_of(two)
 
 
+def test_default_workers_use_every_core_for_large_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both cores of a 2-core machine for the synthmask splits; one process for small ones."""
+    monkeypatch.setattr(synthface.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    v2 = dataclasses.replace(TINY, n_identities=1000, n_unmasked=5, n_masked=5)
+    assert synthface.default_workers(v2) == 2
+    assert synthface.default_workers(dataclasses.replace(v2, n_identities=150)) == 1
+    assert synthface.default_workers(TINY) == 1
+    monkeypatch.setattr(synthface.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert synthface.default_workers(v2) == 10  # one per 1,000 images
+
+
 def test_split_spec_validation() -> None:
     with pytest.raises(ValueError, match="families"):
         dataclasses.replace(TINY, families=("surgical", "visor"))

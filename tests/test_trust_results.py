@@ -239,7 +239,7 @@ def test_shipped_results_carry_their_side_files() -> None:
     Result's pairs and accuracies, and its restoration samples: significance is reproducible
     from a fresh clone."""
     reports = Path(__file__).parents[1] / "reports"
-    listed = [f"{model}__{protocol}.json" for model, protocol in
+    listed = [f"{model}__{protocol.partition('@')[0]}.json" for model, protocol in
               map(str.split, (reports / "models.txt").read_text().splitlines())]
     runs = load_runs([reports / "results"])
     assert sorted(run.path.name for run in runs) == sorted(listed)

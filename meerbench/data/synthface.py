@@ -8,6 +8,7 @@ import csv
 import functools
 import json
 import multiprocessing
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -99,13 +100,28 @@ def split_artefact(spec: SplitSpec, root: Path | None = None) -> Artefact:
                     label=spec.name, root=root)
 
 
-def generate_split(spec: SplitSpec, *, progress: bool = True, workers: int = 1,
+#: Images per worker process below which a pool costs more (start-up, imports) than it saves.
+IMAGES_PER_WORKER = 1000
+
+
+def default_workers(spec: SplitSpec) -> int:
+    """Every core this process may use, one per :data:`IMAGES_PER_WORKER` images of the split
+    (a small split renders in this process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    images = spec.n_identities * (spec.n_unmasked + spec.n_masked)
+    return max(1, min(cores or 1, images // IMAGES_PER_WORKER))
+
+
+def generate_split(spec: SplitSpec, *, progress: bool = True, workers: int | None = None,
                    root: Path | None = None) -> Artefact:
     """The split's checked artefact (images, twins, maps, manifest.csv, landmarks.npy,
-    occluders.csv, spec.json), rendered first when missing. A damaged image file is re-rendered
-    (with its identity's other files) and must come out byte-identical to its record."""
+    occluders.csv, spec.json), rendered first when missing, by ``workers`` processes (None:
+    :func:`default_workers`; the files are the same for any number). A damaged image file is
+    re-rendered (with its identity's other files) and must come out byte-identical to its
+    record."""
     artefact = split_artefact(spec, root)
-    artefact.ensure(lambda folder: _generate(spec, folder, progress, workers),
+    n = default_workers(spec) if workers is None else workers
+    artefact.ensure(lambda folder: _generate(spec, folder, progress, n),
                     repair=lambda folder, bad: _rerender(spec, folder, bad))
     return artefact
 
@@ -127,8 +143,9 @@ def _generate(spec: SplitSpec, root: Path, progress: bool, workers: int) -> None
         tqdm = None
     ids = range(spec.first_identity, spec.first_identity + spec.n_identities)
     total = spec.n_identities * (spec.n_unmasked + spec.n_masked)
-    bar = tqdm(total=total, unit="img", desc=f"SynthFace {spec.name}",
-               disable=not progress) if tqdm is not None else None
+    processes = f", {workers} processes" if workers > 1 else ""
+    bar = tqdm(total=total, unit="img", desc=f"SynthFace {spec.name}{processes}",
+               disable=not progress) if tqdm is not None else None  # its rate: images written/s
     job = functools.partial(_identity_files, spec, root)
     rows, landmarks, occluders = [], [], []
     with contextlib.ExitStack() as stack:

@@ -34,16 +34,46 @@ def bootstrap_weights(
     if groups is None:
         cluster, n_clusters = None, n
     else:
-        labels = np.asarray(groups)
-        if labels.shape != (n,):
-            raise MetricInputError(
-                f"groups must give one cluster per item: expected shape ({n},), got {labels.shape}"
-            )
-        _, cluster = np.unique(labels, return_inverse=True)
-        n_clusters = int(cluster.max()) + 1
+        cluster, n_clusters = cluster_index(groups, n)
     for _ in range(rounds):
         counts = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
         yield counts if cluster is None else counts[cluster]
+
+
+def cluster_index(groups: ArrayLike, n: int) -> tuple[np.ndarray, int]:
+    """Each item's cluster as 0..k-1 in sorted order of the group labels, and k.
+
+    The resample of clusters is drawn in this order, so a statistic over cluster counts sees
+    the same resamples as one over per-item weights (:func:`bootstrap_weights`)."""
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise MetricInputError(
+            f"groups must give one cluster per item: expected shape ({n},), got {labels.shape}"
+        )
+    distinct, cluster = unique_inverse(labels)
+    return cluster, distinct.size
+
+
+def unique_inverse(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for a 1-D array: the distinct values, sorted,
+    and each value's index among them; O(n) by counting for integers of a small range and by
+    hashing for strings (in an object array)."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind in "iu" and values.size:
+        low, high = int(values.min()), int(values.max())
+        if high - low <= 4 * values.size:
+            offset = values - low
+            present = np.bincount(offset, minlength=high - low + 1) > 0
+            distinct = (np.flatnonzero(present) + low).astype(values.dtype)
+            return distinct, (np.cumsum(present) - 1)[offset]
+    if values.dtype == object and values.size and all(isinstance(v, str) for v in values[:1]):
+        import pandas as pd  # hashing, O(n): np.unique sorts n Python objects
+
+        codes, distinct = pd.factorize(values, sort=True)
+        if (codes >= 0).all() and all(isinstance(v, str) for v in distinct):
+            return np.asarray(distinct, dtype=object), codes.astype(np.int64)
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1)
 
 
 def bootstrap_samples(
@@ -54,20 +84,27 @@ def bootstrap_samples(
     seed: int = 0,
     *,
     batched: bool = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """``statistic`` on every resample: shape (rounds,) or (rounds, k).
 
     With ``batched``, ``statistic`` takes a block of resamples, a (b, n) weights matrix of about
     65k entries (at least one row), and returns (b,) or (b, k), so it can vectorise over
-    resamples. Both ways draw the same resamples for the same seed.
+    resamples. Both ways draw the same resamples for the same seed. ``progress`` shows a bar
+    over the rounds (on stderr).
     """
+    from tqdm.auto import tqdm
+
     weights = bootstrap_weights(n, groups, rounds, seed)
-    if not batched:
-        return np.asarray([statistic(w) for w in weights], dtype=np.float64)
-    block = max(1, _BLOCK // n)
+    block = max(1, _BLOCK // n) if batched else 1
     parts = []
-    while chunk := list(itertools.islice(weights, block)):
-        parts.append(np.asarray(statistic(np.stack(chunk)), dtype=np.float64))
+    with tqdm(total=rounds, disable=not progress, unit="round", desc="bootstrap") as bar:
+        while chunk := list(itertools.islice(weights, block)):
+            if batched:
+                parts.append(np.asarray(statistic(np.stack(chunk)), dtype=np.float64))
+            else:
+                parts.append(np.asarray([statistic(chunk[0])], dtype=np.float64))
+            bar.update(len(chunk))
     return np.concatenate(parts)
 
 

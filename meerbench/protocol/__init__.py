@@ -23,19 +23,22 @@ from meerbench.data.formats.inputs import read_yaml
 from meerbench.errors import ProtocolError
 from meerbench.protocol.sampling import (
     CONDITIONS,
+    DenseVerificationTask,
     Gallery,
     IdentificationTask,
     PairList,
     VerificationTask,
+    build_dense_pairs,
     build_gallery,
     build_pairs,
 )
 from meerbench.registry import PROTOCOLS, TASKS, Registry
 from meerbench.schema import Fields
 
-__all__ = ["CONDITIONS", "Gallery", "IdentificationTask", "PairList", "Protocol",
-           "SyntheticMasking", "VerificationTask", "build_gallery", "build_pairs",
-           "load_protocol", "parse_protocol", "task_type", "task_types"]
+__all__ = ["CONDITIONS", "DenseVerificationTask", "Gallery", "IdentificationTask", "PairList",
+           "Protocol", "SyntheticMasking", "VerificationTask", "build_dense_pairs",
+           "build_gallery", "build_pairs", "load_protocol", "parse_protocol", "task_type",
+           "task_types"]
 
 SCHEMA_VERSION = 1
 
@@ -43,8 +46,12 @@ def register_builtin_tasks(registry: Registry) -> None:
     """The built-in task types, in report order, as lazy ``"module:attr"`` entries of
     :data:`~meerbench.registry.TASKS` (the task modules sit above this one and import it)."""
     for name, what in (("verification", "1:1 pairs: accuracy, AUC, EER, TAR@FAR"),
+                       ("verification_dense", "1:1, every genuine pair and millions of "
+                                              "impostors: TAR@FAR to 1e-5, EER, AUC"),
                        ("identification", "1:N: CMC, mAP, open-set DIR@FPIR"),
-                       ("restoration", "restored faces: PSNR, SSIM, LPIPS, FID, identity")):
+                       ("restoration", "restored faces: PSNR, SSIM, LPIPS, FID, identity"),
+                       ("operational", "FNMR at a threshold set on UMR-UMP impostors at FMR "
+                                       "targets; mask penalty")):
         registry.add_lazy(name, f"meerbench.tasks.{name}:{name.upper()}", what)
 
 
@@ -198,10 +205,29 @@ _register_builtin_protocols()
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
-    """A protocol by registered name, or a YAML file by path (anything ending in .yaml/.yml)."""
+    """A protocol by registered name, or a YAML file by path (anything ending in .yaml/.yml).
+
+    ``name@N`` asks for version N: the registered ``name@N`` (a kept earlier version, e.g.
+    ``synthmask@1``) or ``name`` itself when that is version N; anything else is an error naming
+    the versions there are. A bare name is its newest version."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
         return read_protocol_file(Path(text))
+    base, at, version = text.rpartition("@")
+    if at and version.isdigit() and base:
+        proto = _load_registered(text) if text in PROTOCOLS else load_protocol(base)
+        if (proto.id, proto.version) != (base, int(version)):
+            if text in PROTOCOLS:
+                raise ProtocolError(f"{proto.source}: registered as {text} but holds {proto.id} "
+                                    f"version {proto.version}")
+            kept = [n for n in PROTOCOLS.names() if n.startswith(f"{base}@")]
+            raise ProtocolError(f"Protocol {base} has no version {version}: {base} is version "
+                                f"{proto.version}" + (f"; kept: {', '.join(kept)}" if kept else ""))
+        return proto
+    return _load_registered(text)
+
+
+def _load_registered(text: str) -> Protocol:
     obj = PROTOCOLS.get(text)
     if callable(obj):  # plugin entry points may give a function returning a path or a mapping
         obj = obj()

@@ -1,4 +1,5 @@
-"""Deterministic lists of a protocol's tasks: verification pairs and identification galleries.
+"""Deterministic lists of a protocol's tasks: verification pairs (balanced folds, or dense: every
+genuine pair and all or a seeded uniform sample of impostor pairs) and identification galleries.
 
 Generated from a seed and the sorted sample list, so the same protocol on the same data gives the
 same lists on every machine; each list's sha256 lands in every Result. Training's model selection
@@ -37,6 +38,16 @@ class VerificationTask:
     conditions: tuple[str, ...]
     pairs: str = "generated"
     allow_fewer: bool = False
+
+
+@dataclass(frozen=True)
+class DenseVerificationTask:
+    """Every genuine pair of each condition and ``impostors`` impostor pairs per condition, a
+    seeded uniform sample without replacement (None: all of them)."""
+
+    seed: int
+    conditions: tuple[str, ...]
+    impostors: int | None
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,89 @@ def _twin_links(dataset: Dataset) -> set[tuple[int, int]]:
     by_path = {s.path: i for i, s in enumerate(dataset.samples)}
     return {(by_path[s.twin], i) for i, s in enumerate(dataset.samples)
             if s.twin is not None and s.twin in by_path}
+
+
+def build_dense_pairs(task: DenseVerificationTask, dataset: Dataset) -> PairList:
+    """Dense pairs per condition, as index arrays (no per-pair Python objects): every genuine pair
+    (a masked image never meets its own unmasked twin) and all impostor pairs or a seeded uniform
+    sample of ``task.impostors`` of them. Pairs of a condition whose reference and probe are both
+    masked or both unmasked are unordered (ref index < probe index). Fold is 0 throughout; the
+    list's sha256 covers the sample keys and the index arrays."""
+    n = len(dataset.samples)
+    masked = np.array([s.masked for s in dataset.samples], dtype=bool)
+    identity = np.unique([s.identity for s in dataset.samples], return_inverse=True)[1]
+    links = np.array(sorted(u * n + m for u, m in _twin_links(dataset)), dtype=np.int64)
+    blocks = []
+    for c_index, cond in enumerate(task.conditions):
+        ref_masked, probe_masked = CONDITIONS[cond]
+        refs, probes = np.flatnonzero(masked == ref_masked), np.flatnonzero(masked == probe_masked)
+        if not refs.size or not probes.size:
+            state = ref_masked if not refs.size else probe_masked
+            raise ProtocolError(f"Dataset {dataset.name}, condition {cond}: no "
+                                f"{'masked' if state else 'unmasked'} images.")
+        same = ref_masked == probe_masked
+        genuine = _genuine_grid(refs, probes, identity, same)
+        genuine = genuine[~np.isin(genuine[:, 0] * n + genuine[:, 1], links)]
+        impostor = _impostor_grid(refs, probes, identity, same, task.impostors,
+                                  np.random.default_rng([task.seed, 1 + c_index]))
+        if not genuine.size or not impostor.size:
+            raise ProtocolError(f"Dataset {dataset.name}, condition {cond}: {len(genuine)} "
+                                f"genuine and {len(impostor)} impostor pairs; dense verification "
+                                "needs both.")
+        if task.impostors is not None and len(impostor) < task.impostors:
+            raise ProtocolError(
+                f"Dataset {dataset.name}, condition {cond}: only {len(impostor):,} impostor pairs "
+                f"exist, {task.impostors:,} asked for; lower impostors or leave it out (all).")
+        rows = np.concatenate([genuine, impostor])
+        label = np.r_[np.ones(len(genuine), np.int64), np.zeros(len(impostor), np.int64)]
+        blocks.append((rows, label, np.full(len(rows), c_index, np.int64)))
+    rows, label, cond_index = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
+    digest = hashlib.sha256()
+    digest.update("\n".join([*task.conditions, "", *(s.key for s in dataset.samples)]).encode())
+    for column in (cond_index, rows[:, 0], rows[:, 1], label):
+        digest.update(column.astype("<i8").tobytes())
+    return PairList(ref=rows[:, 0], probe=rows[:, 1], label=label,
+                    fold=np.zeros(len(rows), np.int64),
+                    condition=np.asarray(task.conditions, dtype=object)[cond_index],
+                    sha256=digest.hexdigest())
+
+
+def _genuine_grid(refs: np.ndarray, probes: np.ndarray, identity: np.ndarray,
+                  same: bool) -> np.ndarray:
+    """(ref, probe) of every pair of one identity: ordered refs x probes, or unordered pairs of
+    distinct images when refs and probes are the same set."""
+    out = [np.zeros((0, 2), np.int64)]
+    by_id = probes[np.argsort(identity[probes], kind="stable")]
+    if same:
+        for group in np.split(by_id, np.flatnonzero(np.diff(identity[by_id])) + 1):
+            i, j = np.triu_indices(len(group), 1)
+            out.append(np.column_stack([np.minimum(group[i], group[j]),
+                                        np.maximum(group[i], group[j])]))
+    else:
+        starts = np.searchsorted(identity[by_id], identity[refs], side="left")
+        stops = np.searchsorted(identity[by_id], identity[refs], side="right")
+        for r, a, b in zip(refs.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            out.append(np.column_stack([np.full(b - a, r), by_id[a:b]]))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _impostor_grid(refs: np.ndarray, probes: np.ndarray, identity: np.ndarray, same: bool,
+                   count: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Impostor (ref, probe) pairs of the refs x probes grid (upper triangle when ``same``): all
+    of them, or the first ``count`` impostors of a seeded random order of the grid's cells (a
+    uniform sample without replacement); sorted by ref, then probe."""
+    size = len(refs) * len(probes)
+    order = np.arange(size, dtype=np.int64) if count is None else rng.permutation(size)
+    parts, found = [np.zeros(0, np.int64)], 0
+    for start in range(0, size, 2**22):  # blocks of cells: memory stays small
+        cells = order[start:start + 2**22]
+        r, p = refs[cells // len(probes)], probes[cells % len(probes)]
+        parts.append(cells[(identity[r] != identity[p]) & ((r < p) if same else True)])
+        found += len(parts[-1])
+        if count is not None and found >= count:
+            break
+    cells = np.sort(np.concatenate(parts)[:count])  # grid order: by ref, then probe
+    return np.column_stack([refs[cells // len(probes)], probes[cells % len(probes)]])
 
 
 def _official_pairs(task: VerificationTask, dataset: Dataset) -> PairList:

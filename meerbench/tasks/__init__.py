@@ -220,6 +220,7 @@ class Task:
     ``per_condition``: tables put one metric of every condition side by side (verification);
     otherwise one table per protocol holds the task's metrics. ``headline``: the metric keys
     the tables show (prefixes end in '@'; empty: all, the CSV always holds all).
+    ``dagger_legend``: what a † on this task's cells means.
     """
 
     name: ClassVar[str]
@@ -227,6 +228,7 @@ class Task:
     settings: ClassVar[Any] = None
     per_condition: ClassVar[bool] = False
     headline: ClassVar[tuple[str, ...]] = ()
+    dagger_legend: ClassVar[str] = DAGGER_LEGEND
 
     @property
     def title(self) -> str:

@@ -1,5 +1,7 @@
 """Verification: pairs per masked condition, cosine scores, k-fold accuracy, AUC, EER, TAR@FAR.
 
+Balanced LFW-style folds; :mod:`.verification_dense` is the dense variant (same sections).
+
 Result: ``metrics.verification.<condition>`` (one entry per condition) and
 ``metrics.verification_by_family.<condition>.<family>`` (conditions with masked probes, per
 occluder family of the probe); the per-pair scores go to the side file ``files.scores``.
@@ -36,13 +38,13 @@ from meerbench.tasks import (
 RULES = ("acc", "auc", "eer", "tar@")
 
 
-def metric(key: str) -> Metric:
-    """acc, auc, eer or tar@<FAR target>."""
+def metric(key: str, task: str = "verification") -> Metric:
+    """acc, auc, eer or tar@<FAR target> of ``task`` (a verification task type's name)."""
     if key.startswith("tar@"):
         target = float(key[4:])
-        return Metric(key, "verification", f"TAR@FAR={sci(target)}", "%", True, order=(3, -target))
+        return Metric(key, task, f"TAR@FAR={sci(target)}", "%", True, order=(3, -target))
     label, higher = {"acc": ("Accuracy", True), "auc": ("AUC", True), "eer": ("EER", False)}[key]
-    return Metric(key, "verification", label, "%", higher, order=(RULES.index(key), 0.0))
+    return Metric(key, task, label, "%", higher, order=(RULES.index(key), 0.0))
 
 
 @dataclass(frozen=True)
@@ -126,35 +128,40 @@ class Verification(Task):
                                                                      scores)}
         return Outcome(section, counts, files)
 
+    @property
+    def family_key(self) -> str:
+        """The Result's ``metrics`` key of the per-family entries."""
+        return f"{self.name}_by_family"
+
     def read(self, metrics: dict[str, Any]) -> VerificationSection | None:
         entry = metrics.get(self.name)
         return None if entry is None else VerificationSection.from_dict(
-            entry, metrics.get("verification_by_family"))
+            entry, metrics.get(self.family_key))
 
     def write(self, section: VerificationSection, metrics: dict[str, Any]) -> None:
         metrics[self.name] = section.to_dict()
-        metrics["verification_by_family"] = {
+        metrics[self.family_key] = {
             c: {f: s.to_dict() for f, s in fams.items()} for c, fams in section.by_family.items()}
 
     def cells(self, section: VerificationSection) -> Iterator[tuple[str, Metric, Cell]]:
         for cond, entry in section.conditions.items():
             if not entry.ok:
-                yield cond, metric("acc"), Cell(None, note=f"skipped: {entry.reason}",
-                                                n=entry.values.get("n_pairs"))
+                yield cond, metric("acc", self.name), Cell(
+                    None, note=f"skipped: {entry.reason}", n=entry.values.get("n_pairs"))
                 continue
             m = entry.values
             n = m.get("n_pairs")
             acc = m["accuracy"]
             if acc is not None:
-                yield cond, metric("acc"), Cell(acc["mean"], interval(acc["ci95"]),
-                                                f"{acc['rule']}, {len(acc['per_fold'])}-fold",
-                                                n=n)
-            yield cond, metric("auc"), Cell(m["auc"]["value"], interval(m["auc"]["ci95"]),
-                                            "trapezoid, ties 1/2", n=n)
-            yield cond, metric("eer"), Cell(m["eer"]["value"], interval(m["eer"]["ci95"]),
-                                            m["eer"]["rule"], n=n)
+                yield cond, metric("acc", self.name), Cell(
+                    acc["mean"], interval(acc["ci95"]),
+                    f"{acc['rule']}, {len(acc['per_fold'])}-fold", n=n)
+            yield cond, metric("auc", self.name), Cell(
+                m["auc"]["value"], interval(m["auc"]["ci95"]), "trapezoid, ties 1/2", n=n)
+            yield cond, metric("eer", self.name), Cell(
+                m["eer"]["value"], interval(m["eer"]["ci95"]), m["eer"]["rule"], n=n)
             for t in m["tar_at_far"]:
-                yield cond, metric(f"tar@{t['target']:g}"), Cell(
+                yield cond, metric(f"tar@{t['target']:g}", self.name), Cell(
                     t["tar"], interval(t["ci95"]), t["rule"], t["reliable"], t["warning"], n)
 
     def summary(self, section: VerificationSection) -> list[str]:
@@ -167,8 +174,10 @@ class Verification(Task):
                                   if k.startswith("tar@")))
         accs = [cells["acc"][1] for cells in shown.values() if "acc" in cells]
         acc_head = "acc % ± 95% CI" if legend(accs) else "acc %"
-        head = f"{'condition':<9} {acc_head:>16} {'AUC':>7} {'EER %':>7} " + " ".join(
-            f"{'TAR@' + k[4:]:>10}" for k in tars)
+        folded = not any(e.ok and e.values["accuracy"] is None  # dense pairs: no accuracy
+                         for e in section.conditions.values())
+        head = f"{'condition':<9}{f' {acc_head:>16}' if folded else ''} {'AUC':>7} {'EER %':>7} " \
+            + " ".join(f"{'TAR@' + k[4:]:>10}" for k in tars)
         lines = [head, "-" * len(head)]
         for cond, entry in section.conditions.items():
             if not entry.ok:
@@ -179,7 +188,7 @@ class Verification(Task):
             acc = cells["acc"][1].text(cells["acc"][0]) if "acc" in cells else "n/a"
             tar = " ".join(f"{metric.show(c.value) + ('' if c.reliable else DAGGER):>10}"
                            for metric, c in (cells[k] for k in tars if k in cells))
-            lines.append(f"{cond:<9} {acc:>16} {m['auc']['value']:>7.4f} "
+            lines.append(f"{cond:<9}{f' {acc:>16}' if folded else ''} {m['auc']['value']:>7.4f} "
                          f"{100 * m['eer']['value']:>7.2f} {tar}".rstrip())
         tar_marks = [Cell(c.value, reliable=c.reliable) for cells in shown.values()
                      for k in tars if k in cells for c in [cells[k][1]]]  # shown without ±
@@ -187,19 +196,22 @@ class Verification(Task):
 
 
 def score_pairs(conditions: tuple[str, ...], settings: VerificationSettings, dataset: Any,
-                pairs: Any, scores: np.ndarray) -> VerificationSection:
+                pairs: Any, scores: np.ndarray, folds: bool = True) -> VerificationSection:
     """The metrics per condition, and per condition with masked probes per occluder family of
-    the probe. Every interval resamples probe identities (pairs of one person are not
-    independent draws)."""
+    the probe (k-fold accuracy only with ``folds``). Every interval resamples probe identities
+    (pairs of one person are not independent draws)."""
     from meerbench.metrics.verification import verification_report
 
     identities = np.array([s.identity for s in dataset.samples])
     groups = np.unique(identities, return_inverse=True)[1][pairs.probe]
-    family = np.array([s.mask_type or "" for s in dataset.samples], dtype=object)[pairs.probe]
+    # occluder family of each probe as a code into sorted names ("" first: unmasked)
+    names, codes = np.unique([s.mask_type or "" for s in dataset.samples], return_inverse=True)
+    family = codes[pairs.probe]
 
     def report(sel: np.ndarray) -> Section:
-        return Section(values=verification_report(scores[sel], pairs.label[sel], pairs.fold[sel],
-                                                  settings, groups=groups[sel]))
+        return Section(values=verification_report(
+            scores[sel], pairs.label[sel], pairs.fold[sel] if folds else None, settings,
+            groups=groups[sel]))
 
     by_condition: dict[str, Section] = {}
     by_family: dict[str, dict[str, Section]] = {}
@@ -211,10 +223,10 @@ def score_pairs(conditions: tuple[str, ...], settings: VerificationSettings, dat
                                                  n_genuine=genuine, n_impostor=n - genuine)
             continue
         by_condition[cond] = report(sel)
-        for fam in sorted(set(family[sel]) - {""}):
-            in_family = sel & (family == fam)
-            if 0 < pairs.label[in_family].sum() < in_family.sum():
-                by_family.setdefault(cond, {})[fam] = report(in_family)
+        for code in np.unique(family[sel]):
+            in_family = sel & (family == code)
+            if names[code] and 0 < pairs.label[in_family].sum() < in_family.sum():
+                by_family.setdefault(cond, {})[str(names[code])] = report(in_family)
     return VerificationSection(by_condition, by_family)
 
 
