@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meerbench.data import align
+from meerbench.data import align, detect
 from meerbench.data.align import (
     ARCFACE_112,
     DlibAligner,
@@ -22,7 +24,7 @@ from meerbench.data.align import (
 )
 from meerbench.data.dataset import Dataset, Pair, Sample
 from meerbench.data.images import read_rgb
-from meerbench.errors import ModelError, UnknownNameError
+from meerbench.errors import ConfigError, DatasetError, MeerbenchError, ModelError, UnknownNameError
 
 
 def _similarity(angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
@@ -87,6 +89,91 @@ def test_missing_dlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         DlibAligner()
 
 
+class CentreOnly:
+    """An aligner plugin that finds no face (or kills its process): worker plumbing, no dlib."""
+
+    name = "centre-only"
+
+    def __init__(self, die: bool = False) -> None:
+        self.die = die
+
+    @property
+    def settings(self) -> dict[str, bool]:
+        return {"die": self.die}
+
+    def locate(self, image: np.ndarray) -> None:
+        if self.die:
+            os._exit(3)
+        return None
+
+
+def _folder_of_images(root: Path, count: int) -> Dataset:
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        samples.append(Sample(f"{i}.png", root / f"{i}.png", f"id{i % 3}"))
+    return Dataset("noise", root, samples, [], info={})
+
+
+@pytest.fixture()
+def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes even for a handful of images."""
+    monkeypatch.setattr(align, "MIN_PER_WORKER", align.CHUNK)
+
+
+def test_workers_write_what_one_process_writes_and_pass_errors_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_pools: None) -> None:
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "a").mkdir()
+    data = _folder_of_images(tmp_path / "a", 3 * align.CHUNK)
+    two, info = align_dataset(data, CentreOnly(), workers=2, progress=False)
+    assert info["fallback_centre_crop"] == 3 * align.CHUNK and info["found_by"] == {}
+    assert info["failures"] == [s.key for s in data.samples]  # in the dataset's order
+    for sample in two.samples:
+        assert np.array_equal(read_rgb(sample.path),
+                              centre_crop(read_rgb(data.root / sample.key)))
+    (tmp_path / "a" / "5.png").write_bytes(b"not a png")
+    changed = Dataset("noise", data.root, data.samples, [], info={})  # hashed afresh
+    with pytest.raises(DatasetError, match="5.png"):
+        align_dataset(changed, CentreOnly(), workers=2, progress=False)
+
+
+def test_few_images_are_aligned_in_this_process(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below ``MIN_PER_WORKER`` images a worker, starting workers costs more than it saves."""
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path / "home"))
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(align, "ProcessPoolExecutor", no_pool)
+    data = _folder_of_images(tmp_path, 2 * align.MIN_PER_WORKER - 1)
+    _, info = align_dataset(data, CentreOnly(), workers=4, progress=False)
+    assert info["fallback_centre_crop"] == 2 * align.MIN_PER_WORKER - 1
+    monkeypatch.setattr(align, "MIN_PER_WORKER", align.CHUNK)
+    with pytest.raises(AssertionError, match="worker pool"):
+        align_dataset(_folder_of_images(tmp_path, 2 * align.CHUNK), CentreOnly(), workers=4,
+                      progress=False)
+
+
+@pytest.mark.parametrize(("load", "cores", "expected"), [
+    (0.2, 2, 2), (1.0, 2, 2), (2.1, 2, 1), (4.5, 2, 1), (3.0, 16, 14), (40.0, 16, 1)])
+def test_default_workers_are_the_idle_cores(monkeypatch: pytest.MonkeyPatch, load: float,
+                                            cores: int, expected: int) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert align.default_workers() == expected
+
+
+def test_dead_workers_are_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              small_pools: None) -> None:
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path / "home"))
+    data = _folder_of_images(tmp_path, 2 * align.CHUNK)
+    with pytest.raises(MeerbenchError, match="stopped unexpectedly.*workers=1"):
+        align_dataset(data, CentreOnly(die=True), workers=2, progress=False)
+
+
 # --------------------------------------------------------------------------- with dlib
 
 
@@ -104,7 +191,7 @@ def test_five_points_are_derived_from_the_68_point_model(astronaut: np.ndarray) 
     assert pts68 is not None and pts68.shape == (68, 2)
     import dlib
 
-    sp5 = dlib.shape_predictor(str(align._model_file("shape_predictor_5_face_landmarks.dat")))
+    sp5 = dlib.shape_predictor(str(detect.model_file("shape_predictor_5_face_landmarks.dat")))
     box = dlib.rectangle(*pts68.min(0).astype(int), *pts68.max(0).astype(int))
     corners = np.array([(p.x, p.y) for p in sp5(astronaut, box).parts()], dtype=np.float64)
     five = five_from_68(pts68)
@@ -138,7 +225,8 @@ def test_no_face_falls_back_to_a_centre_crop(tmp_path: Path, astronaut: np.ndarr
     data = Dataset("photos", tmp_path, samples, pairs, info={"format": "test"})
     prepared, info = align_dataset(data, progress=False)
     assert info == {"aligner": "dlib", "aligned": 1, "fallback_centre_crop": 1,
-                    "failures": ["grey.png"]}
+                    "found_by": {"hog": 1}, "failures": ["grey.png"],
+                    "settings": {"detector": "auto", "upsample": None, "cnn_side": 224}}
     assert [s.key for s in prepared.samples] == ["astro.jpg", "grey.png"]
     assert prepared.pairs == pairs and prepared.info["alignment"] == info
     crop = prepared.by_key("grey.png")
@@ -146,11 +234,108 @@ def test_no_face_falls_back_to_a_centre_crop(tmp_path: Path, astronaut: np.ndarr
     assert np.array_equal(read_rgb(crop.path), centre_crop(grey))
     assert read_rgb(prepared.by_key("astro.jpg").path).shape == (112, 112, 3)
     assert (crop.path.parents[0] / "record.json").is_file()
+    marks = json.loads((crop.path.parent / align.LANDMARKS_FILE).read_text())
+    assert marks["grey.png"] is None and marks["astro.jpg"]["found_by"] == "hog"
+    np.testing.assert_allclose(marks["astro.jpg"]["points"], get_aligner("dlib").landmarks5(
+        read_rgb(tmp_path / "astro.jpg")))
     assert not [p for p in crop.path.parents[1].iterdir() if p.name.endswith(".partial")]
 
-    def no_aligning(name: str) -> None:
+    def no_aligning(self: DlibAligner, image: np.ndarray) -> None:
         raise AssertionError("the cache was not reused")
 
-    monkeypatch.setattr(align, "get_aligner", no_aligning)
+    monkeypatch.setattr(DlibAligner, "locate", no_aligning)
     again, info2 = align_dataset(data, progress=False)
     assert info2 == info and [s.path for s in again.samples] == [s.path for s in prepared.samples]
+
+
+# --------------------------------------------------------------------------- the cascade
+
+LFW_FIXTURE = Path(__file__).parent / "fixtures" / "lfw" / "lfw"
+
+
+@pytest.fixture(scope="module")
+def lfw_faces() -> Dataset:
+    """The LFW fixture's 29 drawn 112-px faces (HOG at upsample 1 misses some of them)."""
+    pytest.importorskip("dlib", reason="the [dlib] extra (dlib-bin) is not installed")
+    paths = sorted(LFW_FIXTURE.rglob("*.jpg"))
+    samples = [Sample(p.name, p, p.parent.name) for p in paths]
+    return Dataset("lfw-fixture", LFW_FIXTURE, samples, [], info={"format": "test"})
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    ((112, 112, 3), [("hog", "hog", 1, 1.0), ("hog_coarse", "hog", 0, 1.0),
+                     ("cnn", "cnn", 1, 1.0)]),  # 224 px is what upsample 1 gives: as before
+    ((250, 250, 3), [("hog", "hog", 1, 1.0), ("hog_coarse", "hog", 0, 1.0),
+                     ("cnn", "cnn", 0, 224 / 250)]),
+    ((400, 300, 3), [("hog", "hog", 0, 1.0), ("cnn", "cnn", 0, 224 / 300)]),
+])
+def test_the_cascade_tries_cheap_passes_first(lfw_faces: Dataset, shape: tuple[int, ...],
+                                              expected: list[tuple]) -> None:
+    got = [(p.name, p.kind, p.upsample, p.scale) for p in DlibAligner().passes(shape)]
+    assert got == expected
+    old = DlibAligner(detector="exhaustive").passes(shape)
+    assert [(p.kind, p.upsample, p.scale) for p in old] == [(k, expected[0][2], 1.0)
+                                                            for k in ("hog", "cnn")]
+
+
+def test_bad_settings_are_config_errors(lfw_faces: Dataset) -> None:
+    with pytest.raises(ConfigError, match="detector must be one of"):
+        DlibAligner(detector="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cnn_side must be"):
+        DlibAligner(cnn_side=0)
+    with pytest.raises(ConfigError, match="workers must be"):
+        align_dataset(lfw_faces, workers=0, progress=False)
+
+
+def test_cascade_keeps_hog_crops_and_counts_each_detector(
+        lfw_faces: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        small_pools: None) -> None:
+    """Where HOG finds the face the crop is byte for byte the exhaustive strategy's (the one
+    before the cascade); the other faces are counted under the pass that found them; two worker
+    processes write the same bytes as one; the settings are part of the cache key."""
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path))
+    new, info = align_dataset(lfw_faces, workers=2, progress=False)
+    one, info1 = align_dataset(lfw_faces, DlibAligner(cnn_side=225), workers=1, progress=False)
+    old, old_info = align_dataset(lfw_faces, DlibAligner(detector="exhaustive"), workers=1,
+                                  progress=False)
+    assert len({new.root, one.root, old.root}) == 3  # three artefacts: the key has the settings
+    assert info1["found_by"] == info["found_by"] and info1["failures"] == info["failures"]
+    assert [read_rgb(s.path).tobytes() for s in new.samples] == [
+        read_rgb(s.path).tobytes() for s in one.samples]
+    hog_found = {s.key for s in lfw_faces.samples
+                 if DlibAligner(detector="hog").landmarks5(read_rgb(s.path)) is not None}
+    assert info["found_by"]["hog"] == old_info["found_by"]["hog"] == len(hog_found) < 29
+    assert set(info["found_by"]) == {"hog", "hog_coarse", "cnn"}  # each pass found some
+    assert set(old_info["found_by"]) == {"hog", "cnn"}
+    assert info["fallback_centre_crop"] <= old_info["fallback_centre_crop"]
+    for a, b in zip(new.samples, old.samples, strict=True):
+        if a.key in hog_found:
+            assert a.path.read_bytes() == b.path.read_bytes(), a.key
+    assert any(a.path.read_bytes() != b.path.read_bytes()  # hog_coarse's faces are new crops
+               for a, b in zip(new.samples, old.samples, strict=True))
+
+
+def test_cascade_landmarks_are_as_good_as_before_where_hog_misses() -> None:
+    """On drawn faces HOG misses, the 5 points the cascade finds are as close to the drawn
+    (true) landmarks as those of the exhaustive strategy, measured as the mean point error over
+    the inter-ocular distance."""
+    pytest.importorskip("dlib", reason="the [dlib] extra (dlib-bin) is not installed")
+    from meerbench.data.render.face import render_face
+
+    cascade, old, hog = DlibAligner(), DlibAligner(detector="exhaustive"), DlibAligner("hog")
+    errors: dict[str, list[float]] = {"new": [], "old": []}
+    index = 0
+    while len(errors["old"]) < 6:
+        face = render_face(7, 5000 + index // 4, index % 4 + 1, masked=index % 3 == 0)
+        index += 1
+        if hog.landmarks5(face.image) is not None:
+            continue
+        truth = five_from_68(face.landmarks.astype(np.float64))
+        iod = np.linalg.norm(truth[0] - truth[1])
+        found = {"new": cascade.landmarks5(face.image), "old": old.landmarks5(face.image)}
+        if found["old"] is None or found["new"] is None:
+            continue
+        for name, pts in found.items():
+            errors[name].append(float(np.linalg.norm(pts - truth, axis=1).mean() / iod))
+    assert np.mean(errors["new"]) <= np.mean(errors["old"]) + 0.02, errors
+    assert max(errors["new"]) < 0.3, errors

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
+from restoration_reference import psnr64, ssim64
 
 from meerbench.metrics.errors import MetricInputError
 from meerbench.metrics.restoration import (
@@ -37,6 +38,9 @@ from meerbench.metrics.restoration import (
     ssim,
 )
 from meerbench.store import ArtefactRepaired
+
+#: SSIM filters through OpenCV (another summation order than the oracles' scipy/numpy).
+SSIM_RTOL = 1e-12
 
 pytestmark = pytest.mark.filterwarnings(  # lpips passes torchvision's deprecated `pretrained`
     "ignore:The parameter 'pretrained':UserWarning",
@@ -156,6 +160,46 @@ def test_ssim_matches_skimage_gaussian_setting() -> None:
         restored[i], target[i], channel_axis=-1, gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False, data_range=255) for i in range(3)]
     np.testing.assert_allclose(ssim(restored, target).per_image, expected, rtol=1e-10)
+
+
+def _restored_faces(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SynthFace masked faces restored by OpenCV's Telea inpainting, their twins and maps."""
+    from meerbench.data.render.face import render_face
+    from meerbench.models.restorers import InpaintRestorer
+
+    faces = [render_face(7, i // 2, i % 2, masked=True) for i in range(n)]
+    maps = np.stack([f.mask_map for f in faces]) != 0
+    restored = InpaintRestorer("telea").restore(np.stack([f.image for f in faces]), maps)
+    return restored, np.stack([f.unmasked for f in faces]), maps
+
+
+def test_psnr_ssim_equal_the_float64_reference_on_restored_faces() -> None:
+    """PSNR: bit for bit (exact integer squared errors); SSIM within 1e-12 (1e-6 is what float32
+    filtering misses here: the reason SSIM stays float64)."""
+    restored, truth, maps = _restored_faces(24)
+    restored[3] = truth[3]  # an identical image: PSNR inf, SSIM 1
+    for mask in (None, maps):
+        p, s = psnr(restored, truth, mask), ssim(restored, truth, mask)
+        np.testing.assert_array_equal(p.per_image, psnr64(restored, truth, mask))
+        reference = ssim64(restored, truth, mask)
+        np.testing.assert_allclose(s.per_image, reference, rtol=SSIM_RTOL)
+        assert s.mean == pytest.approx(reference.mean(), rel=SSIM_RTOL)
+    assert 0.5 < ssim(restored, truth, maps).mean < 0.99  # restorations, not copies
+
+
+@pytest.mark.parametrize("case", ["flat-different", "half-flat", "noise-free-patch"])
+def test_ssim_keeps_flat_regions_exact(case: str) -> None:
+    """Flat regions leave only C2 in the variance terms, where E[x^2] - E[x]^2 of ~6e4 cancels:
+    float32 filtering loses ~1e-4 there (2e-5 even centred on the image mean)."""
+    a = np.full((3, 48, 40, 3), 250, np.uint8)
+    b = np.full_like(a, 240)
+    if case == "half-flat":
+        a[:, :, 20:] = 3
+        b[:, :, 20:] = 9
+    elif case == "noise-free-patch":
+        b = a.copy()
+        b[:, 10:30, 8:30] = 200
+    np.testing.assert_allclose(ssim(a, b).per_image, ssim64(a, b), rtol=SSIM_RTOL)
 
 
 def test_ssim_masked_region_is_mean_of_map_over_cropped_mask() -> None:

@@ -9,6 +9,8 @@ from meerbench.models.classical import PixelsModel
 class GreyFill(PixelsModel):
     """Fills the occluded region with mid grey: a crude but real restorer."""
 
+    restoration_given = "true-map"
+
     def can_restore(self) -> bool:
         return True
 
@@ -27,6 +29,7 @@ def test_restoring_model_gets_restoration_metrics(tiny_protocol, tmp_path):
     assert rest["identity_similarity"]["recognizer"] == "fisherfaces"
     assert rest["fid"]["value"] is None and not rest["fid"]["available"]
     assert np.isfinite(rest["ssim"]["mean"])
+    assert rest["given"] == "true-map"
 
 
 def test_non_restoring_model_is_skipped_with_reason(tiny_protocol, tmp_path):
@@ -42,6 +45,7 @@ def test_inpaint_then_recognize_is_a_model_with_restoration_metrics(tiny_protoco
     rest = result["metrics"]["restoration"]
     assert rest["n_images"] == 80 and rest["psnr_masked_region"]["mean"] > 5
     assert rest["lpips"]["value"] is None and rest["lpips"]["available"] is False
+    assert rest["given"] == "true-map"  # declared by RestoreThenRecognize, the tiny data has maps
     plain = evaluate("fisherfaces", str(tiny_protocol), out_dir=None, progress=False).to_dict()
     umr_mp = result["metrics"]["verification"]["UMR-MP"]["auc"]["value"]
     assert umr_mp != plain["metrics"]["verification"]["UMR-MP"]["auc"]["value"]
@@ -97,3 +101,57 @@ def test_per_family_intervals_resample_probe_identities():
     assert family["eer"] == condition["eer"]
     width = family["eer"]["ci95"][1] - family["eer"]["ci95"][0]
     assert width > 1.5 * (by_pair["eer"]["ci95"][1] - by_pair["eer"]["ci95"][0])
+
+
+class Undeclared(GreyFill):
+    restoration_given = None
+
+
+def test_what_the_restorer_was_given_is_recorded_validated_and_shown(tiny_protocol, tmp_path):
+    """``given`` is the restorer's declaration; a Result without it (a restorer that declares
+    nothing, every Result written before the field) reads and shows "not recorded"."""
+    import json
+
+    import pytest
+
+    from meerbench.errors import MeerbenchError, ModelError
+    from meerbench.models.meer import MeerModel
+    from meerbench.report.grid import load_runs
+    from meerbench.results import read_result
+
+    assert MeerModel.restoration_given == "masked-image"
+    result = evaluate(GreyFill("grey-fill"), str(tiny_protocol), out_dir=tmp_path, progress=False)
+    path = tmp_path / f"{result.stem}.json"
+    assert load_runs([path])[0].restorer_given == "given: true-map"
+
+    data = json.loads(path.read_text())
+    data["metrics"]["restoration"]["given"] = "the-map"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MeerbenchError, match="field 'metrics.restoration.given'.*'true-map'"):
+        read_result(path)
+    del data["metrics"]["restoration"]["given"]
+    path.write_text(json.dumps(data))
+    assert load_runs([path])[0].restorer_given == "given: not recorded"
+
+    quiet = evaluate(Undeclared("quiet-fill"), str(tiny_protocol), out_dir=None, progress=False)
+    assert "given" not in quiet.metrics["restoration"]
+    wrong = Undeclared("wrong-fill")
+    wrong.restoration_given = "oracle"
+    with pytest.raises(ModelError, match="restoration_given must be one of true-map"):
+        evaluate(wrong, str(tiny_protocol), out_dir=None, progress=False)
+
+
+def test_shipped_restoration_results_say_what_each_restorer_was_given():
+    """Added by hand to the 3 shipped Results, from the code that wrote them: the task passed the
+    true maps whenever every image had one (SynthMask's do: their mask-region metrics exist) and
+    MeerModel.restore ignores them."""
+    from pathlib import Path
+
+    from meerbench.report.grid import load_runs
+
+    runs = load_runs([Path(__file__).parents[1] / "reports" / "results"])
+    given = {r.path.stem: r.restorer_given for r in runs if "restoration" in r.result["metrics"]
+             and "psnr" in r.result["metrics"]["restoration"]}
+    assert given == {"inpaint-telea+fisherfaces__synthmask": "given: true-map",
+                     "meer-s__synthmask": "given: masked-image",
+                     "meer-s__synthmask-unseen": "given: masked-image"}

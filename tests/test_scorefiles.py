@@ -162,3 +162,147 @@ def test_writers_reject_what_the_format_cannot_hold(tmp_path: Path) -> None:
     with pytest.raises(ScoreFileError, match="column ref_id has 1 values for 2 scores"):
         sf.write_scores_csv(tmp_path / "y.csv", [0.1, 0.2], [1, 0], ref_ids=["a"])
     assert list(tmp_path.iterdir()) == []
+
+
+def _line_by_line(path: Path) -> sf.ScoreTable:
+    """The reference reader: Python's csv module / str.split, one line at a time."""
+    with sf._open_text(path) as handle:
+        first = next(line for line in handle if line.strip() and line[0] != "#")
+        handle.seek(0)
+        if "," in first:
+            return sf._read_csv(path, handle)
+        return sf._read_bob(path, handle, len(first.split()))
+
+
+WELL_FORMED = {  # pyarrow reads these itself
+    "engine.csv": None,  # written by write_scores_csv below
+    "extra_columns.csv": "fold,x,label,score,probe_id\n3,a,1,0.5,ann\n\n4,b,0,-1e-3,bob\n",
+    "crlf.csv": "score,label,condition\r\n0.25,0,UMR-MP\r\n1e5,1,MR-MP\r\n",
+    "padded_cells.csv": "score,label,probe_id,fold\n 0.5 , 1 , ann ,2\n0.1,0,  bob,3\n",
+    "empty_optional.csv": "score,label,ref,fold\n0.5,1,,\n0.4,0,,\n",
+    "bob4": "a a a/1 0.5\na b b/2 -0.25\n",
+    "bob5": "a a/1 a a/2 0.5\na a/1 b b/1 2.5e-1\n",
+}
+LINE_BY_LINE = {  # the fallback reads these (odd spacing, comments, quirks Python allows)
+    "underscore.csv": "score,label\n1_0,1\n0.5,0\n",
+    "blank_cells_row.csv": "score,label\n0.5,1\n , \n0.25,0\n",
+    "spaced_header.csv": " score , label\n0.5,1\n0.2,0\n",
+    "bob_tabs": "a\ta k1 1.5\na b   k2 -0.5\n",
+    "bob_comment": "# a b c\na a k1 1.5\na b k2 -0.5\n",
+    "bob_inline_hash": "#x a k1 1.5\na b k2 -0.5\n",
+}
+
+
+@pytest.mark.parametrize("name", [*WELL_FORMED, *LINE_BY_LINE])
+@pytest.mark.parametrize("packed", [False, True])
+def test_fast_reader_equals_the_line_by_line_reader(tmp_path: Path, name: str,
+                                                    packed: bool) -> None:
+    path = tmp_path / name
+    text = {**WELL_FORMED, **LINE_BY_LINE}[name]
+    if text is None:
+        sf.write_scores_csv(path, [0.1 + 0.2, -1e-300, 0.75, 1 / 3], [1, 0, 1, 0],
+                            refs=["a.jpg", 'b, "2".jpg', "c.jpg", "a.jpg"],
+                            probes=["e.jpg", "f.jpg", "g.jpg", "h.jpg"],
+                            ref_ids=["ann", "bob", "cy", "ann"], probe_ids=["ann", "é", "cy", "x"],
+                            folds=[0, 0, 1, 1], conditions=["UMR-MP", "MR-MP"] * 2)
+    else:
+        path.write_text(text)
+    if packed:
+        path.write_bytes(gzip.compress(path.read_bytes()))
+    fast = (sf._fast_csv(path, _first_line(path), set(sf.CSV_COLUMNS))
+            if name.endswith(".csv") else sf._fast_bob(path, len(_first_line(path).split())))
+    assert (fast is not None) == (name in WELL_FORMED)
+    _same(sf.load_scores(path), _line_by_line(path))
+
+
+def _first_line(path: Path) -> str:
+    with sf._open_text(path) as handle:
+        return next(line for line in handle if line.strip() and line[0] != "#")
+
+
+def test_large_generated_file_reads_the_same_both_ways(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 20_000
+    path = tmp_path / "big.scores.csv"
+    ids = rng.integers(0, 300, n)
+    sf.write_scores_csv(path, rng.normal(size=n) * 10.0 ** rng.integers(-5, 5, n),
+                        rng.random(n) < 0.1, refs=[f"r{i}.png" for i in rng.integers(0, 3000, n)],
+                        probes=[f"p{i}.png" for i in rng.integers(0, 3000, n)],
+                        ref_ids=[f"id{i}" for i in ids], probe_ids=[f"id{i}" for i in ids[::-1]],
+                        folds=ids % 10, conditions=np.array(["A", "B", "C"])[ids % 3])
+    table = sf.load_scores(path)
+    _same(table, _line_by_line(path))
+    assert table.probe_ids[0] is table.probe_ids[np.flatnonzero(
+        table.probe_ids == table.probe_ids[0])[-1]]  # one str per distinct value
+
+
+def test_columns_keeps_only_what_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    sf.write_scores_csv(path, [0.5, 0.1], [1, 0], refs=["a", "b"], probe_ids=["x", "y"],
+                        folds=[0, 1], conditions=["C", "C"])
+    table = sf.load_scores(path, columns=("probe_id", "fold"))
+    assert table.probe_ids.tolist() == ["x", "y"] and table.folds.tolist() == [0, 1]
+    assert table.refs is None and table.conditions is None
+    assert table.scores.tolist() == [0.5, 0.1] and table.labels.tolist() == [True, False]
+
+
+def test_parquet_round_trip_is_exact_and_known_by_content(tmp_path: Path) -> None:
+    csv_path, parquet = tmp_path / "pairs.csv", tmp_path / "pairs.scores.csv"  # name says CSV
+    scores = np.array([0.1 + 0.2, -1e-300, 0.75, 1 / 3])
+    columns = {"refs": ["a.jpg", "b, 2.jpg", "c.jpg", "a.jpg"],
+               "ref_ids": ["ann", "bob", "cy", "ann"], "probe_ids": ["ann", "é", "cy", "x"],
+               "folds": [0, 0, 1, 1], "conditions": ["UMR-MP"] * 4}
+    sf.write_scores_csv(csv_path, scores, [1, 0, 1, 0], **columns)
+    sf.write_table_parquet(parquet, sf.load_scores(csv_path))
+    assert parquet.read_bytes()[:4] == b"PAR1"
+    table = sf.load_scores(parquet)
+    _same(table, sf.load_scores(csv_path))
+    assert table.probes is None and table.folds.dtype == np.int64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv", "pairs.scores.csv"]
+
+
+def test_parquet_errors_name_file_and_row(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cases = {"no_label": ({"score": [0.5]}, "lacks column\\(s\\) label"),
+             "nan": ({"score": [0.5, np.nan], "label": [1, 0]}, "row 2: score nan is not"),
+             "label": ({"score": [0.5, 0.1], "label": [1, 2]}, "row 2: label 2 should be 1"),
+             "text_score": ({"score": ["0.5"], "label": [1]}, "column score should hold a num"),
+             "empty": ({"score": pa.array([], pa.float64()), "label": pa.array([], pa.int8())},
+                       "empty score file")}
+    for name, (data, message) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table(data), path)
+        with pytest.raises(ScoreFileError, match=f"{name}.parquet.*{message}"):
+            sf.load_scores(path)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1" + b"\0" * 50)
+    with pytest.raises(ScoreFileError, match="broken.parquet: cannot read Parquet score file"):
+        sf.load_scores(broken)
+    with pytest.raises(ScoreFileError, match="column ref_id has 1 values for 2 scores"):
+        sf.write_scores_parquet(tmp_path / "y.parquet", [0.1, 0.2], [1, 0], ref_ids=["a"])
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "reports" / "results").glob("*.scores.csv.gz"))
+
+
+@pytest.mark.parametrize("path", SHIPPED[:3], ids=lambda p: p.name)
+def test_shipped_score_files_take_the_fast_reader_with_the_same_table(path: Path) -> None:
+    assert sf._fast_csv(path, _first_line(path), set(sf.CSV_COLUMNS)) is not None
+    _same(sf.load_scores(path), _line_by_line(path))
+
+
+def test_metrics_command_reads_its_parquet_copy_the_same(capsys, tmp_path: Path) -> None:
+    import json
+
+    from meerbench.cli import main
+
+    parquet = tmp_path / "copy.parquet"
+    args = ["metrics", "--bootstrap", "50", "--json", "--no-progress"]
+    assert main([*args, "--scores", str(SHIPPED[0]), "--save-parquet", str(parquet)]) == 0
+    from_csv = json.loads(capsys.readouterr().out)
+    assert main([*args, "--scores", str(parquet)]) == 0
+    from_parquet = json.loads(capsys.readouterr().out)
+    assert from_parquet["verification"] == from_csv["verification"]
+    assert parquet.stat().st_size < SHIPPED[0].stat().st_size

@@ -1,33 +1,50 @@
-"""Face detection and 5-point similarity alignment to the ArcFace 112x112 template.
+"""5-point similarity alignment to the ArcFace 112x112 template, and aligning whole datasets.
 
 Coordinates are pixel indices (pixel ``(i, j)`` has its centre at ``x=i, y=j``), the convention
-of the ArcFace template and of dlib's landmarks. ``align_dataset`` caches the prepared crops under
-``home()/prepared``; a face that cannot be detected falls back to a centre crop, counted and
-listed in the returned info so results can report it.
+of the ArcFace template and of dlib's landmarks. Faces are found by an aligner plugin
+(``ALIGNERS``; dlib's is in ``meerbench.data.detect``). ``align_dataset`` aligns in worker
+processes and keeps the crops as a store artefact keyed by the images' content and the aligner's
+settings; a face that cannot be detected falls back to a centre crop, counted and listed in the
+returned info so results can report it.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from collections.abc import Callable
-from dataclasses import replace
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from meerbench.data.dataset import Dataset
+from meerbench.data.detect import INSTALL_HINT as INSTALL_HINT  # re-exported for data.masking
+from meerbench.data.detect import DlibAligner
+from meerbench.data.detect import five_from_68 as five_from_68  # re-exported
 from meerbench.data.images import read_rgb
-from meerbench.errors import ConfigError, DatasetError, ModelError, UnknownNameError
+from meerbench.errors import ConfigError, DatasetError, MeerbenchError, UnknownNameError
+from meerbench.io import write_json
 from meerbench.models.contract import ARCFACE_112_TEMPLATE
 from meerbench.store import Artefact
 
 ARCFACE_112 = np.array(ARCFACE_112_TEMPLATE, dtype=np.float64)
 
-INSTALL_HINT = "install the [dlib] extra: pip install -e '.[dlib]'"
 MAX_LISTED_FAILURES = 100
+#: images per task sent to a worker process (amortises the inter-process round trip)
+CHUNK = 8
+#: fewest images per worker process: starting one (imports, dlib's models) costs 1-2 s of CPU,
+#: about what 64 faces HOG finds cost to align
+MIN_PER_WORKER = 64
+#: the centre-crop fallback's name in ``found_by`` counts
+CENTRE_CROP = "centre_crop"
+#: in the artefact, each key's detector and 5 points in the original image (null: centre crop)
+LANDMARKS_FILE = "landmarks.json"
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -86,104 +103,20 @@ def centre_crop(image: np.ndarray, size: int = 112) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR))
 
 
-def five_from_68(pts68: np.ndarray) -> np.ndarray:
-    """ArcFace's 5 points from iBUG 68 points: eye centres (mean of 36-41 and of 42-47), nose tip
-    (30), mouth corners (48, 54)."""
-    return np.stack([pts68[36:42].mean(0), pts68[42:48].mean(0), pts68[30], pts68[48], pts68[54]])
-
-
-# --------------------------------------------------------------------------- dlib
-
-
-def _dlib() -> Any:
-    try:
-        import dlib
-    except ImportError:
-        raise ModelError(f"The dlib aligner needs dlib: {INSTALL_HINT}") from None
-    return dlib
-
-
-def _model_file(name: str) -> Path:
-    """A model file of the ``face_recognition_models`` package, located without importing it
-    (its ``__init__`` needs pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"dlib's model files (face-recognition-models) are missing: "
-                         f"{INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise ModelError(f"dlib model file {path} is missing; reinstall it: {INSTALL_HINT}")
-    return path
-
-
-@functools.cache
-def _load(kind: str) -> Any:
-    """dlib models, loaded once per process (the 68-point predictor takes ~1.5 s)."""
-    dlib = _dlib()
-    if kind == "hog":
-        return dlib.get_frontal_face_detector()
-    if kind == "cnn":
-        return dlib.cnn_face_detection_model_v1(str(_model_file("mmod_human_face_detector.dat")))
-    return dlib.shape_predictor(str(_model_file("shape_predictor_68_face_landmarks.dat")))
-
-
-Detector = Literal["auto", "hog", "cnn"]
-
-
-class DlibAligner:
-    """dlib face detector + 68-point shape predictor.
-
-    ``detector``: "hog" (fast), "cnn" (dlib's MMOD CNN: more robust, ~100x slower on CPU) or
-    "auto" (HOG, then the CNN on images where HOG finds nothing). ``upsample``: detector
-    pyramid upsampling; default 1 for images whose shorter side is under 300 px (faces in small
-    crops are below the detectors' ~80 px window), else 0. The most confident face is kept.
-
-    The ArcFace 5 points come from the 68-point model (``five_from_68``): dlib's own 5-point
-    predictor marks eye corners and the nose base, and has no mouth corners, so it is not used.
-    """
-
-    name = "dlib"
-
-    def __init__(self, detector: Detector = "auto", upsample: int | None = None) -> None:
-        if detector not in ("auto", "hog", "cnn"):
-            raise ConfigError(f"detector must be 'auto', 'hog' or 'cnn', got {detector!r}")
-        self.detector = detector
-        self.upsample = upsample
-        _dlib()  # fail now, with the install hint, rather than on the first image
-        _model_file("shape_predictor_68_face_landmarks.dat")
-
-    def _detect(self, image: np.ndarray, kind: str, upsample: int) -> Any:
-        if kind == "hog":
-            rects, scores, _ = _load("hog").run(image, upsample, 0.0)
-            found = list(zip(scores, rects, strict=True))
-        else:
-            found = [(d.confidence, d.rect) for d in _load("cnn")(image, upsample)]
-        return max(found, key=lambda f: f[0])[1] if found else None
-
-    def landmarks68(self, image: np.ndarray) -> np.ndarray | None:
-        """(68, 2) float64 iBUG landmarks of the most confident face, or None when none is found."""
-        img = np.ascontiguousarray(image, dtype=np.uint8)
-        up = self.upsample if self.upsample is not None else int(min(img.shape[:2]) < 300)
-        kinds = ("hog", "cnn") if self.detector == "auto" else (self.detector,)
-        for kind in kinds:
-            rect = self._detect(img, kind, up)
-            if rect is not None:
-                shape = _load("sp68")(img, rect)
-                return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        return None
-
-    def landmarks5(self, image: np.ndarray) -> np.ndarray | None:
-        """(5, 2) ArcFace-order landmarks (see ``five_from_68``), or None when no face is found."""
-        pts = self.landmarks68(image)
-        return None if pts is None else five_from_68(pts)
-
-
 class Aligner(Protocol):
-    """What ``align_dataset`` needs of an aligner plugin."""
+    """What ``align_dataset`` needs of an aligner plugin (picklable: it is sent to workers)."""
 
     name: str
 
-    def landmarks5(self, image: np.ndarray) -> np.ndarray | None: ...
+    @property
+    def settings(self) -> dict[str, Any]:
+        """JSON values the crops depend on besides the images (part of their cache key)."""
+        ...
+
+    def locate(self, image: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """(5, 2) ArcFace-order landmarks and the name of the detector that found the face, or
+        None when no face is found."""
+        ...
 
 
 ALIGNERS: dict[str, Callable[[], Aligner]] = {"dlib": DlibAligner}
@@ -219,22 +152,42 @@ def save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
-def align_dataset(dataset: Dataset, aligner: str = "dlib", *,
+def default_workers() -> int:
+    """``align_dataset``'s default: the cores this process may use, less those busy with other
+    work (the 1-minute load average beyond this process's own 1). Workers on busy cores only add
+    their start-up cost: on the shared 2-core dev VM at load 4.5, two workers took 1.4x as long as
+    one (docs/alignment.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    busy = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
+def align_dataset(dataset: Dataset, aligner: str | Aligner = "dlib", *,
+                  workers: int | None = None,
                   progress: bool = True) -> tuple[Dataset, dict[str, Any]]:
     """Detect and align every sample to 112x112; return the dataset of crops and an info dict
-    ``{"aligner", "aligned", "fallback_centre_crop", "failures"}`` (failures: first 100 keys).
+    ``{"aligner", "settings", "aligned", "fallback_centre_crop", "found_by", "failures"}``
+    (found_by: images per detector that found their face; failures: the first 100 keys).
 
-    Crops are PNGs in the store artefact ``home()/prepared/<name>-<key>/<key>.png``, keyed by the
-    aligner and the content of the images, checked on every use. Samples keep their keys,
-    identities, masked flags and splits; ``twin`` and ``mask_map`` are dropped (they are in the
-    original geometry). Images without a detected face become centre crops (``centre_crop``).
+    ``aligner``: a name in ``ALIGNERS`` (with its default settings) or an aligner. Crops are PNGs
+    in the store artefact ``home()/prepared/<name>-<key>/<key>.png``, next to ``LANDMARKS_FILE``
+    (each image's detector and 5 points), keyed by the aligner, its settings and the content of
+    the images, checked on every use. ``workers`` processes align (default: the idle cores, see
+    ``default_workers``; 1 aligns in this process). Samples keep their keys, identities, masked
+    flags and splits; ``twin`` and ``mask_map`` are dropped (they are in the original geometry).
+    Images without a detected face become centre crops (``centre_crop``).
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
     keys = [s.key for s in dataset.samples]
     check_unique_outputs(keys)
-    artefact = Artefact("prepared", {"aligner": aligner, "content": dataset.content_hash()},
-                        label=dataset.name)
-    final = artefact.ensure(lambda folder: _align_into(dataset, get_aligner(aligner), folder,
-                                                       progress))
+    impl = get_aligner(aligner) if isinstance(aligner, str) else aligner
+    artefact = Artefact("prepared", {"aligner": impl.name, "settings": impl.settings,
+                                     "content": dataset.content_hash()}, label=dataset.name)
+    final = artefact.ensure(lambda folder: _align_into(
+        dataset, impl, folder, workers or default_workers(), progress))
     info = artefact.info
     samples = [replace(s, path=final / png_key(s.key), sha256=artefact.sha256(png_key(s.key)))
                for s in as_aligned(dataset).samples]
@@ -252,19 +205,68 @@ def as_aligned(dataset: Dataset) -> Dataset:
                    dataset.pairs, info=dataset.info)
 
 
-def _align_into(dataset: Dataset, impl: Aligner, folder: Path, progress: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AlignJob:
+    """Align one image into ``folder``; return the name of the detector that found its face and
+    the 5 points, or None (centre crop). What each worker process runs; also runs in this one."""
+
+    aligner: Aligner
+    folder: Path
+
+    def __call__(self, item: tuple[str, Path]) -> tuple[str, list[list[float]]] | None:
+        key, path = item
+        image = read_rgb(path)
+        found = self.aligner.locate(image)
+        crop = centre_crop(image) if found is None else warp_to_template(image, found[0])
+        save_png(crop, self.folder / png_key(key))
+        return None if found is None else (found[1], found[0].tolist())
+
+
+Found = tuple[str, list[list[float]]] | None
+
+
+def run_jobs(job: AlignJob, items: list[tuple[str, Path]], workers: int) -> Iterator[Found]:
+    """``job`` over ``items``, results in order, in up to ``workers`` spawned processes (at least
+    ``MIN_PER_WORKER`` images each; one runs in this process). Spawned, not
+    forked: the caller may hold threads (torch) that a fork would copy mid-state. A job's error
+    is raised here; workers that die (out of memory, or a script without a main guard that every
+    spawned worker re-runs) give a MeerbenchError, not a hang."""
+    n = min(workers, len(items) // MIN_PER_WORKER)
+    if n <= 1:
+        yield from map(job, items)
+        return
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(job, items, chunksize=CHUNK)
+    except BrokenProcessPool:
+        raise MeerbenchError(
+            "The alignment worker processes stopped unexpectedly (out of memory? a script that "
+            "aligns must start its work under `if __name__ == '__main__':`, which spawned "
+            "workers do not re-run); workers=1 aligns in this process.") from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _align_into(dataset: Dataset, impl: Aligner, folder: Path, workers: int,
+                progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    items = [(s.key, s.path) for s in dataset.samples]
     failures: list[str] = []
-    for sample in tqdm(dataset.samples, disable=not progress, unit="img",
-                       desc=f"align {dataset.name}"):
-        image = read_rgb(sample.path)
-        pts = impl.landmarks5(image)
-        if pts is None:
-            failures.append(sample.key)
-            crop = centre_crop(image)
-        else:
-            crop = warp_to_template(image, pts)
-        save_png(crop, folder / png_key(sample.key))
-    return {"aligner": impl.name, "aligned": len(dataset.samples) - len(failures),
-            "fallback_centre_crop": len(failures), "failures": failures[:MAX_LISTED_FAILURES]}
+    found_by: Counter[str] = Counter()
+    landmarks: dict[str, dict[str, Any] | None] = {}
+    with tqdm(total=len(items), disable=not progress, unit="img",
+              desc=f"align {dataset.name}") as bar:
+        for (key, _), found in zip(items, run_jobs(AlignJob(impl, folder), items, workers),
+                                   strict=True):
+            if found is None:
+                failures.append(key)
+            found_by[found[0] if found else CENTRE_CROP] += 1
+            landmarks[key] = {"found_by": found[0], "points": found[1]} if found else None
+            bar.set_postfix(dict(sorted(found_by.items())), refresh=False)
+            bar.update()
+    write_json(folder / LANDMARKS_FILE, landmarks)
+    return {"aligner": impl.name, "settings": impl.settings,
+            "aligned": len(items) - len(failures), "fallback_centre_crop": len(failures),
+            "found_by": {k: v for k, v in sorted(found_by.items()) if k != CENTRE_CROP},
+            "failures": failures[:MAX_LISTED_FAILURES]}

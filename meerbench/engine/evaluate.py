@@ -68,8 +68,9 @@ def evaluate(
     timings: dict[str, Any] = {"data": time.perf_counter() - t_start}
 
     t = time.perf_counter()
+    opened: dict[str, tuple[Dataset, str]] = {}  # the train split, opened once
     with rank_zero_first():
-        fit_info = fit_if_needed(net, proto, data, progress)
+        fit_info = fit_if_needed(net, proto, data, progress, opened)
     timings["fit"] = time.perf_counter() - t
 
     needed = np.unique(np.concatenate(
@@ -107,7 +108,7 @@ def evaluate(
         embed_arrays=lambda model, pixels: embed(
             model, ArrayImages(pixels), batch_size=batch_size, device=device,
             progress=progress).embeddings,
-        fit=lambda model: fit_if_needed(model, proto, data, progress))
+        fit=lambda model: fit_if_needed(model, proto, data, progress, opened))
     for name, task in tasks.items():  # the protocol's order
         outcome = task.run(proto.tasks[name], plans[name], ctx)
         task.write(outcome.section, metrics)
@@ -206,8 +207,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) -> dict | None:
-    """Fit a model that needs training data on the protocol's ``train`` split (cached)."""
+def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool,
+                  opened: dict[str, tuple[Dataset, str]] | None = None) -> dict | None:
+    """Fit a model that needs training data on the protocol's ``train`` split (cached).
+
+    ``opened`` keeps the train split and its content hash for the next model of the same
+    evaluation (a restore-then-recognize model and the restoration task's recognizer): the
+    split is opened and hashed once.
+    """
     if not model.needs_fit:
         return None
     if proto.train is None:
@@ -216,10 +223,14 @@ def fit_if_needed(model: FaceModel, proto: Protocol, data: Any, progress: bool) 
             "'train' dataset. Add a 'train:' section to the protocol or choose another model."
         )
     spec: DatasetSpec = proto.train
-    dataset = open_dataset(spec, None if spec.format == "synthface" else data,
-                           progress=progress)
+    opened = {} if opened is None else opened
+    if "train" not in opened:
+        train = open_dataset(spec, None if spec.format == "synthface" else data,
+                             progress=progress)
+        opened["train"] = train, train.content_hash()
+    dataset, content = opened["train"]
     fit = Artefact("fits", {"model": model.name, "contract": model.cfg.digest(),
-                            "train_content_sha256": dataset.content_hash()}, label=model.name)
+                            "train_content_sha256": content}, label=model.name)
     cached = fit.open() is not None
     if not cached:
         def fill(folder: Path) -> None:

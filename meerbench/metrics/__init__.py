@@ -13,7 +13,13 @@ from meerbench.metrics.identification import (
     identification_report,
     topk_similarity,
 )
-from meerbench.metrics.scorefiles import ScoreTable, load_scores, write_bob4, write_scores_csv
+from meerbench.metrics.scorefiles import (
+    ScoreTable,
+    load_scores,
+    write_bob4,
+    write_scores_csv,
+    write_scores_parquet,
+)
 from meerbench.metrics.stats import bootstrap_ci, mcnemar
 from meerbench.metrics.verification import (
     VerificationSettings,
@@ -50,4 +56,5 @@ __all__ = [
     "verification_report",
     "write_bob4",
     "write_scores_csv",
+    "write_scores_parquet",
 ]
