@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("protocol", help="protocol name or YAML path")
     prep.add_argument("--data", help="dataset folder (default: $MEERBENCH_DATA/<dataset>)")
     prep.add_argument("--out", default="lists", help="folder for the generated lists")
+    prep.add_argument("--workers", type=whole_number(1, 256), default=None,
+                      help="processes that align an unaligned dataset (default: the idle cores; "
+                           "1 aligns in this process)")
     prep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     prep.set_defaults(func=cmd_prepare)
 
@@ -434,7 +437,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if proto.dataset.format == "insightface-rec":
         return prepare_record_set(proto.dataset.name, proto.published, args.data)
     with created_folder(Path(args.out)) as out:
-        dataset, info = prepare_dataset(proto, args.data, not args.no_progress)
+        dataset, info = prepare_dataset(proto, args.data, not args.no_progress, args.workers)
         plans = plan_tasks(proto, dataset)
         found = dataset_counts(dataset)
         print(f"{proto.id} v{proto.version}: {dataset.name} at {dataset.root}")

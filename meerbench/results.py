@@ -72,26 +72,36 @@ class Result:
 
     @property
     def stem(self) -> str:
-        return f"{self.model['name']}__{self.protocol['id']}"
+        return result_stem(self.model["name"], self.protocol["id"], self.protocol["version"])
 
     def write(self, out_dir: Path) -> Path:
-        """Validate, then write ``<model>__<protocol>.json`` atomically into ``out_dir``."""
+        """Validate, then write ``<stem>.json`` (:func:`result_stem`) atomically into
+        ``out_dir``."""
         ensure_writable_dir(out_dir)
-        path = result_path(out_dir, self.model.get("name"), self.protocol.get("id"))
+        path = result_path(out_dir, self.model.get("name"), self.protocol.get("id"),
+                           self.protocol.get("version", 1))
         data = json.loads(json.dumps(self.to_dict()))  # as it will read back: tuples are lists
         validate_result(data, path)
         write_json(path, data)
         return path
 
 
-def result_path(out_dir: Path, model: Any, protocol: Any) -> Path:
-    """Where the Result of ``model`` on ``protocol`` goes in ``out_dir``.
+def result_stem(model: str, protocol: str, version: int) -> str:
+    """``<model>__<protocol>``, with ``.v<N>`` for protocol versions after the first: the Results
+    (and side files) of two versions of a protocol never replace each other in one folder, and
+    version-1 names stay as they always were."""
+    return f"{model}__{protocol}" + ("" if version == 1 else f".v{version}")
+
+
+def result_path(out_dir: Path, model: Any, protocol: Any, version: Any = 1) -> Path:
+    """Where the Result of ``model`` on ``protocol`` (at ``version``) goes in ``out_dir``.
 
     Both names must be plain file names, and an existing read-only Result there is refused:
     ``os.replace`` would silently replace it (root, or a writable folder, may replace it).
     """
     at = _At(out_dir)
-    stem = f"{_name(model, at['model']['name'])}__{_name(protocol, at['protocol']['id'])}"
+    stem = result_stem(_name(model, at["model"]["name"]), _name(protocol, at["protocol"]["id"]),
+                       _positive(version, at["protocol"]["version"]))
     path = out_dir / f"{stem}.json"
     if path.exists() and not (path.stat().st_mode & 0o222 and os.access(path, os.W_OK)):
         raise MeerbenchError(f"Result {path} exists and is read-only; meerbench does not replace "

@@ -571,3 +571,17 @@ def test_settings_round_trip() -> None:
     assert config.far_targets == (0.1, 0.001)
     assert v.VerificationSettings.from_dict(config.to_dict()) == config
     json.dumps(config.to_dict())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_unweighted_counts_equal_all_ones_weights(seed: int) -> None:
+    """The unweighted ROC (sorted values and binary search) equals the resample path with every
+    pair once (argsort order), tie groups included."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 40, 3000) / 8.0  # many ties
+    labels = rng.random(3000) < 0.3
+    ranked = v.SortedScores(scores, labels)
+    plain = ranked.accept_counts()
+    ones = ranked.accept_counts(np.ones((1, scores.size)))
+    for a, b in zip(plain, ones, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -71,3 +71,24 @@ def test_prepare_rmfrd_reports_counts_and_writes_hashed_lists(capsys, tmp_path):
     main(["prepare", "rmfrd", "--data", str(FIXTURES / "rmfrd"), "--out", str(tmp_path),
           "--no-progress"])
     assert (tmp_path / "rmfrd-v1-pairs.csv").read_bytes() == first
+
+
+def test_prepare_workers_reach_the_aligner(capsys, tmp_path, monkeypatch):
+    """``prepare --workers N`` aligns in N processes (default: ``align_dataset``'s idle cores)."""
+    from meerbench.data import align
+
+    seen: list[int | None] = []
+    original = align.align_dataset
+
+    def spy(*args, workers=None, **kwargs):
+        seen.append(workers)
+        return original(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(align, "align_dataset", spy)
+    for extra in (["--workers", "1"], []):
+        assert main(["prepare", "rmfrd", "--data", str(FIXTURES / "rmfrd"), "--out",
+                     str(tmp_path / str(len(extra))), "--no-progress", *extra]) == 0
+    assert seen == [1, None]
+    code = main(["prepare", "rmfrd", "--data", str(FIXTURES / "rmfrd"), "--out",
+                 str(tmp_path / "x"), "--workers", "0"])
+    assert code == 2 and "--workers" in capsys.readouterr().err

@@ -373,3 +373,27 @@ def test_score_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
     path = tmp_path / "scores.csv"  # as spreadsheet programs save CSV
     path.write_bytes(b"\xef\xbb\xbfscore,label\n0.5,1\n0.25,0\n")
     assert load_scores(path).scores.tolist() == [0.5, 0.25]
+
+
+def test_two_versions_of_a_protocol_keep_their_own_results(tiny_protocol: Path,
+                                                           tmp_path: Path) -> None:
+    """Version 1 keeps ``<model>__<protocol>.json``; a later version adds ``.v<N>``, so running
+    the new version into a folder never replaces the old version's Result or score file."""
+    import yaml
+
+    out = tmp_path / "results"
+    data = yaml.safe_load(tiny_protocol.read_text())
+    data["tasks"].pop("restoration")
+    tiny_protocol.write_text(yaml.safe_dump(data))
+    assert main(["run", "--model", "pixels", "--protocol", str(tiny_protocol), "--out", str(out),
+                 "--no-progress"]) == 0
+    first = (out / "pixels__tiny.json").read_bytes()
+    data["version"] = 2
+    tiny_protocol.write_text(yaml.safe_dump(data))
+    assert main(["run", "--model", "pixels", "--protocol", str(tiny_protocol), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert (out / "pixels__tiny.json").read_bytes() == first
+    v2 = read_result(out / "pixels__tiny.v2.json")
+    assert v2["protocol"]["version"] == 2 and v2["files"]["scores"] == "pixels__tiny.v2.scores.csv"
+    assert (out / "pixels__tiny.v2.scores.csv").is_file() and (out / "pixels__tiny.scores.csv"
+                                                                ).is_file()

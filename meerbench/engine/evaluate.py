@@ -24,13 +24,14 @@ from meerbench.engine.embed import (
     embed,
     resolve_precision,
 )
+from meerbench.engine.sections import embeddings_digest, run_task
 from meerbench.errors import ModelError
 from meerbench.io import ensure_writable_dir
 from meerbench.models import load_model
 from meerbench.models.base import FaceModel
 from meerbench.models.contract import ARCFACE_112, check_alignment
 from meerbench.protocol import Protocol, load_protocol, task_type
-from meerbench.results import Result, provenance, result_path
+from meerbench.results import Result, provenance, result_path, result_stem
 from meerbench.settings import resolve_device
 from meerbench.store import Artefact
 from meerbench.tasks import Context, Plan
@@ -60,7 +61,7 @@ def evaluate(
     net = model if isinstance(model, FaceModel) else load_model(model)
     check_alignment(net.cfg, ARCFACE_112)  # every protocol prepares ArcFace 112x112 faces
     if out is not None:  # plain names, no read-only Result to replace: checked before any work
-        result_path(out, net.name, proto.id)
+        result_path(out, net.name, proto.id, proto.version)
     with rank_zero_first():  # rank 0 generates / prepares data into the cache once
         dataset, preparation = prepare_dataset(proto, data, progress)
     tasks = {name: task_type(name) for name in proto.tasks}
@@ -77,7 +78,7 @@ def evaluate(
         [np.zeros(0, np.int64)] + [p.images for p in plans.values()])).astype(np.int64)
     keys = [dataset.samples[i].key for i in needed]
     lists = {name: p.sha256 for name, p in plans.items() if p.sha256 is not None}
-    content = dataset.content_hash(keys)
+    content, manifest = dataset.content_hash(keys), dataset.manifest_hash(keys)
     resolved = resolve_precision(net, torch.device(device), precision)
     cache = EmbeddingCache({
         "model": net.name, "weights_sha256": net.weights_hash(), "contract": net.cfg.digest(),
@@ -104,14 +105,18 @@ def evaluate(
                                   "fallback_centre_crop", 0)}
     ctx = Context(
         protocol=proto, model=net, dataset=dataset, embeddings=emb.embeddings, row=row, out=out,
-        stem=f"{net.name}__{proto.id}", batch_size=batch_size,
+        stem=result_stem(net.name, proto.id, proto.version), batch_size=batch_size,
+        device_type=torch.device(device).type,
         embed_arrays=lambda model, pixels: embed(
             model, ArrayImages(pixels), batch_size=batch_size, device=device,
             progress=progress).embeddings,
         fit=lambda model: fit_if_needed(model, proto, data, progress, opened))
+    scored_on = {"protocol": proto.id, "protocol_sha256": proto.sha256, "lists": lists,
+                 "manifest_sha256": manifest, "embeddings_sha256": embeddings_digest(
+                     emb.embeddings), "stem": ctx.stem}
     for name, task in tasks.items():  # the protocol's order
-        outcome = task.run(proto.tasks[name], plans[name], ctx)
-        task.write(outcome.section, metrics)
+        entries, outcome = run_task(task, proto.tasks[name], plans[name], ctx, scored_on)
+        metrics.update(entries)
         counts.update(outcome.counts)
         files.update(outcome.files)
     timings["metrics"] = time.perf_counter() - t
@@ -120,7 +125,7 @@ def evaluate(
     result = Result(
         model={**net.describe(), "fit": fit_info},
         protocol={**proto.provenance(), "config": _jsonable(proto.raw), "lists": lists,
-                  "dataset": dataset.name, "manifest_sha256": dataset.manifest_hash(keys),
+                  "dataset": dataset.name, "manifest_sha256": manifest,
                   "content_sha256": content, "preparation": preparation},
         metrics=metrics, counts=counts, provenance=provenance(emb.device, emb.precision),
         timings=timings, files=files,
@@ -136,8 +141,10 @@ def plan_tasks(proto: Protocol, dataset: Dataset) -> dict[str, Plan]:
     return {name: task_type(name).plan(config, dataset) for name, config in proto.tasks.items()}
 
 
-def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset, dict[str, Any]]:
-    """Read the protocol's dataset, align it when it is not aligned, add synthetic masks.
+def prepare_dataset(proto: Protocol, data: Any, progress: bool, align_workers: int | None = None
+                    ) -> tuple[Dataset, dict[str, Any]]:
+    """Read the protocol's dataset, align it when it is not aligned (in ``align_workers``
+    processes; default: the idle cores), add synthetic masks.
 
     Before the slow alignment, a download far smaller than the protocol's published counts is
     warned about (``IncompleteDataset``) and, unless synthetic masks are still to be added (they
@@ -156,7 +163,8 @@ def prepare_dataset(proto: Protocol, data: Any, progress: bool) -> tuple[Dataset
 
         if proto.masking is None:
             plan_tasks(proto, as_aligned(dataset))
-        dataset, info["alignment"] = align_dataset(dataset, proto.aligner, progress=progress)
+        dataset, info["alignment"] = align_dataset(dataset, proto.aligner,
+                                                   workers=align_workers, progress=progress)
     if proto.masking is not None:
         from meerbench.data.masking import MaskingSpec, mask_dataset
 

@@ -201,6 +201,7 @@ class Context:
     out: Path | None  #: the Result's folder (None: nothing is written)
     stem: str  #: side files are ``<stem>.<suffix>``
     batch_size: int
+    device_type: str  #: where ``embed_arrays`` runs ("cpu", "cuda"): its numbers depend on it
     embed_arrays: Callable[[FaceModel, torch.Tensor], np.ndarray]
     fit: Callable[[FaceModel], Any]
 
@@ -220,7 +221,10 @@ class Task:
     ``per_condition``: tables put one metric of every condition side by side (verification);
     otherwise one table per protocol holds the task's metrics. ``headline``: the metric keys
     the tables show (prefixes end in '@'; empty: all, the CSV always holds all).
-    ``dagger_legend``: what a † on this task's cells means.
+    ``dagger_legend``: what a † on this task's cells means. ``cached``: the outcome is a pure
+    function of the embeddings, the dataset's labels, the protocol and the scoring code, so the
+    engine keeps it in the store (:mod:`meerbench.engine.sections`); a task that runs other
+    models or reads images leaves it False.
     """
 
     name: ClassVar[str]
@@ -229,6 +233,7 @@ class Task:
     per_condition: ClassVar[bool] = False
     headline: ClassVar[tuple[str, ...]] = ()
     dagger_legend: ClassVar[str] = DAGGER_LEGEND
+    cached: ClassVar[bool] = False
 
     @property
     def title(self) -> str:

@@ -44,6 +44,7 @@ def metric(key: str) -> Metric:
 
 class Identification(Task):
     name = "identification"
+    cached = True
     settings = IdentificationSettings
     headline = ("rank1", "rank5", "map", "dir@")
 

@@ -101,6 +101,7 @@ class Operational(Task):
     """Threshold on UMR-UMP impostors at FMR targets; FNMR, FMR, mask penalty there."""
 
     name = "operational"
+    cached = True
     settings = OperationalSettings
     per_condition = True
     headline = ("fnmr@", "mask_penalty@")

@@ -88,7 +88,8 @@ class Restoration(Task):
         scored = Artefact("restoration-metrics", {
             "restorations": restorations.key,
             "recognizer": {"name": recognizer.name, "weights_sha256": recognizer.weights_hash(),
-                           "contract": recognizer.cfg.digest(), "batch_size": ctx.batch_size},
+                           "contract": recognizer.cfg.digest(), "batch_size": ctx.batch_size,
+                           "device_type": ctx.device_type},
             "metrics": metric_settings(), "samples": SAMPLES}, label=net.name)
         scored.ensure(lambda folder: _score(folder, chosen, net, recognizer, config.recognizer,
                                             restorations, ctx))

@@ -84,6 +84,7 @@ class VerificationSection:
 
 class Verification(Task):
     name = "verification"
+    cached = True
     settings = VerificationSettings
     per_condition = True
     headline = ("acc", "tar@", "eer")
