@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "insightface RecordIO training set (train.rec, train.idx, property)")
     pck.add_argument("src", help="folder <identity>/<image> or a CSV manifest (path,identity,...)")
     pck.add_argument("--out", required=True, help="folder for train.rec, train.idx and property")
+    pck.add_argument("--shard-size", type=whole_number(1), default=None, metavar="N",
+                     help="write shards of N images, train-00000.rec/.idx, train-00001.rec/.idx, "
+                          "... (default: one train.rec, as insightface distributes sets)")
     pck.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pck.set_defaults(func=cmd_pack)
 
@@ -509,8 +512,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
     dataset = (read_manifest(src, src.stem) if src.is_file()
                else FolderFormat().read(src, {}, src.name))
     with created_folder(Path(args.out)) as out:
-        images, identities = pack_dataset(dataset, out, progress=not args.no_progress)
-    print(f"packed {images:,} images of {identities:,} identities into {out}")
+        images, identities = pack_dataset(dataset, out, shard_size=args.shard_size,
+                                          progress=not args.no_progress)
+    shards = f" ({-(-images // args.shard_size):,} shards)" if args.shard_size else ""
+    print(f"packed {images:,} images of {identities:,} identities into {out}{shards}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """insightface RecordIO without mxnet: the exact byte layout, reading, index scan, corruption,
-``meerbench pack`` and ``prepare`` on a RecordIO folder."""
+shards, ``meerbench pack`` and ``prepare`` on a RecordIO folder."""
 
 from __future__ import annotations
 
 import io
+import shutil
 import struct
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_the_writer_writes_the_same_bytes(hand_set, tmp_path):
 
 def test_missing_idx_is_built_by_scanning(hand_set):
     root, _ = hand_set
-    with_idx = RecordFile(root / "train.rec", root / "train.idx")
+    with_idx = RecordFile([(root / "train.rec", root / "train.idx")])
     (root / "train.idx").unlink()
     rs = InsightfaceRecordSet(root)
     assert rs.file.index_source == "scan"
@@ -202,3 +203,94 @@ def test_pack_refuses_mixed_sizes_and_missing_sets_explain_the_layout(tmp_path, 
     code = main(["prepare", "ms1mv3", "--data", str(tmp_path / "nothing"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "train.rec" in err and "insightface" in err
+
+
+def shard_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("train"))
+
+
+@pytest.mark.parametrize("shard_size", [1, 3, 4, 9, 100])
+def test_shards_are_the_single_file_cut_into_runs(hand_set, tmp_path, shard_size):
+    """Shards of N images: the header record in the first, the identity records in the last,
+    global keys; their .rec files concatenated are train.rec and they read the same."""
+    root, payloads = hand_set
+    out = tmp_path / f"shards{shard_size}"
+    write_record_set(out, list(zip(LABELS, payloads, strict=True)), 3, (16, 16), shard_size)
+    count = -(-len(LABELS) // shard_size)
+    assert shard_files(out) == sorted(f"train-{n:05d}.{ext}" for n in range(count)
+                                      for ext in ("rec", "idx"))
+    assert (out / "property").read_text().strip() == "3,16,16"
+    recs = [(out / f"train-{n:05d}.rec").read_bytes() for n in range(count)]
+    assert b"".join(recs) == (root / "train.rec").read_bytes()
+    lines, base = [], 0
+    for n, rec in enumerate(recs):
+        for line in (out / f"train-{n:05d}.idx").read_text().splitlines():
+            key, offset = line.split("\t")
+            lines.append(f"{key}\t{int(offset) + base}")
+        base += len(rec)
+    assert lines == (root / "train.idx").read_text().splitlines()
+    single, sharded = InsightfaceRecordSet(root), InsightfaceRecordSet(out)
+    assert sharded.keys.tolist() == single.keys.tolist()
+    assert sharded.labels.tolist() == single.labels.tolist()
+    assert all(np.array_equal(sharded.image(i), single.image(i)) for i in range(len(LABELS)))
+    (out / "train-00000.idx").unlink()  # a missing index is scanned, keys numbered on
+    (out / f"train-{count - 1:05d}.idx").unlink(missing_ok=count == 1)
+    scanned = InsightfaceRecordSet(out)
+    assert scanned.labels.tolist() == LABELS and "scan" in scanned.file.index_source
+    assert np.array_equal(scanned.file.keys, sharded.file.keys)
+    assert np.array_equal(scanned.file.offsets, sharded.file.offsets)
+
+
+def test_shard_errors_name_the_shard_file_and_record(hand_set, tmp_path):
+    _, payloads = hand_set
+    out = tmp_path / "shards"
+    write_record_set(out, list(zip(LABELS, payloads, strict=True)), 3, (16, 16), 4)
+    offset = int((out / "train-00001.idx").read_text().splitlines()[1].split("\t")[1])
+    data = bytearray((out / "train-00001.rec").read_bytes())
+    data[offset:offset + 4] = b"\0\0\0\0"  # record 6 = image 5
+    (out / "train-00001.rec").write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"train-00001\.rec: record 6: corrupted, no RecordIO"):
+        InsightfaceRecordSet(out).image(5)
+    (out / "train-00001.idx").unlink()
+    with pytest.raises(DatasetError, match=r"train-00001\.rec: record 6: corrupted"):
+        InsightfaceRecordSet(out)  # the scan of the shard finds it
+    shutil.copy(out / "train-00002.rec", out / "train-00001.rec")
+    shutil.copy(out / "train-00002.idx", out / "train-00001.idx")
+    with pytest.raises(DatasetError, match=r"record 9 is indexed twice: in .*train-00001\.rec "
+                                           r"and .*train-00002\.rec"):
+        InsightfaceRecordSet(out)
+    (out / "train-00001.rec").unlink()
+    with pytest.raises(DatasetError, match=r"train-00001\.rec not found: the shards must be "
+                                           r"numbered from 0 without gaps"):
+        InsightfaceRecordSet(out)
+    (out / "train.rec").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"both train\.rec and shards"):
+        InsightfaceRecordSet(out)
+
+
+def test_pack_shards_and_repacking_replaces_the_earlier_layout(tmp_path, capsys):
+    src = tmp_path / "faces"
+    for ident in range(3):
+        (src / f"p{ident}").mkdir(parents=True)
+        for j in range(3):
+            (src / f"p{ident}" / f"{j}.png").write_bytes(png(10 * ident + j))
+    out = tmp_path / "rec"
+    single = tmp_path / "single"
+    assert main(["pack", str(src), "--out", str(single), "--no-progress"]) == 0
+    assert main(["pack", str(src), "--out", str(out), "--shard-size", "2", "--no-progress"]) == 0
+    assert "9 images of 3 identities" in capsys.readouterr().out.splitlines()[-1]
+    assert shard_files(out) == [f"train-{n:05d}.{e}" for n in range(5) for e in ("idx", "rec")]
+    a, b = InsightfaceRecordSet(single), InsightfaceRecordSet(out)
+    assert b.labels.tolist() == a.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert all(np.array_equal(a.image(i), b.image(i)) for i in range(9))
+    assert main(["pack", str(src), "--out", str(out), "--shard-size", "4", "--no-progress"]) == 0
+    assert "(3 shards)" in capsys.readouterr().out  # the surplus shards of the last pack go
+    assert shard_files(out) == [f"train-{n:05d}.{e}" for n in range(3) for e in ("idx", "rec")]
+    assert main(["pack", str(src), "--out", str(out), "--no-progress"]) == 0
+    assert shard_files(out) == ["train.idx", "train.rec"]
+    assert (out / "train.rec").read_bytes() == (single / "train.rec").read_bytes()
+    (src / "p2" / "3.png").write_bytes(png(99, 20))  # a failed pack leaves the folder as it was
+    assert main(["pack", str(src), "--out", str(out), "--shard-size", "2"]) == 2
+    assert "20x20, but the set is 16x16" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["property", "train.idx", "train.rec"]
+    assert main(["pack", str(src), "--out", str(out), "--shard-size", "0"]) == 2

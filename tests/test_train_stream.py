@@ -156,6 +156,18 @@ def test_batches_do_not_depend_on_workers_or_ranks(record_set, tmp_path):
     assert torch.equal(first_batches(config, 1, workers=2, start=2)[0], zero[2])
 
 
+def test_a_sharded_set_gives_the_same_batches_as_one_file(record_set, tmp_path):
+    """The same faces packed as shards of 5 images (10 shards) stream bit-identical batches."""
+    sharded = tmp_path / "sharded"
+    pack_dataset(open_dataset(load_protocol(load_config(write_tiny_run(tmp_path / "cfg")).data
+                                            .protocol).dataset, progress=False),
+                 sharded, shard_size=5, progress=False)
+    assert len(list(sharded.glob("train-*.rec"))) == 10 and not (sharded / "train.rec").exists()
+    one = first_batches(rec_run(tmp_path / "one", record_set), 3, workers=2)
+    many = first_batches(rec_run(tmp_path / "many", sharded), 3, workers=2)
+    assert len(one) == 3 and all(torch.equal(a, b) for a, b in zip(one, many, strict=True))
+
+
 def test_trains_from_a_record_set_and_logs_data_wait(record_set, tmp_path):
     out = train(rec_run(tmp_path, record_set, data__loader={"workers": 1}), tmp_path / "out",
                 progress=False)

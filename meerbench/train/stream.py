@@ -1,9 +1,10 @@
 """Streaming training data: unmasked aligned faces read per sample, occluders drawn on the fly.
 
-Sources: an insightface RecordIO set (``train.rec``; protocols with format ``insightface-rec``),
-or the unmasked images of any other dataset format (folder, CSV manifest, SynthFace split). A
-source holds only per-image index arrays (record keys or paths, labels), never pixels, so memory
-does not grow with the images' size or count beyond those arrays.
+Sources: an insightface RecordIO set (``train.rec`` or its shards ``train-00000.rec``, ...,
+read alike; protocols with format ``insightface-rec``), or the unmasked images of any other
+dataset format (folder, CSV manifest, SynthFace split). A source holds only per-image index
+arrays (record keys, offsets or paths, labels), never pixels, so memory does not grow with the
+images' size or count beyond those arrays.
 
 Every training sample is a pure function of (seed, epoch, index): the stream of per-epoch
 seeded permutations of ``data.py`` (``step_indices``) picks the index; the occluder (family,

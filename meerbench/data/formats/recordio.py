@@ -2,7 +2,11 @@
 
 A set is a folder with ``train.rec`` (the records), ``train.idx`` (one ``key<TAB>offset`` line
 per record) and ``property`` (``num_classes,height,width``), as insightface distributes
-CASIA-WebFace, MS1MV2/V3 and Glint360K.
+CASIA-WebFace, MS1MV2/V3 and Glint360K. A sharded set holds the same records cut into
+consecutive runs, ``train-00000.rec``/``.idx``, ``train-00001.rec``/``.idx``, ... (numbered from
+0, no gaps), with one ``property``: keys are global (shard 0 starts with record 0), each
+``.idx`` lists its own records' keys with offsets into its own ``.rec``, so the shards' ``.rec``
+files concatenated are the single ``train.rec``. It reads exactly as the single file does.
 
 Framing (dmlc-core ``RecordIOWriter``): each record is the little-endian uint32 magic
 ``0xced7230a``, a uint32 ``lrec`` whose top 3 bits are the continuation flag and low 29 bits the
@@ -26,17 +30,19 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import struct
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
 from meerbench.data.dataset import Dataset
 from meerbench.errors import DatasetError
-from meerbench.io import atomic_open, write_text
+from meerbench.io import write_text
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -44,10 +50,37 @@ _LENGTH_MASK = (1 << 29) - 1
 IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
 REC, IDX, PROPERTY = "train.rec", "train.idx", "property"
+_SHARD = re.compile(r"train-([0-9]{5,})\.rec")
+OPEN_SHARDS = 32  # file handles a process keeps open at most (a set may have thousands of shards)
 ABOUT = ("Expected layout: <root>/train.rec, train.idx and property ('num_classes,112,112'), "
          "the insightface RecordIO training set (https://github.com/deepinsight/insightface/tree/"
-         "master/recognition/_datasets_), or pack a folder of aligned faces with "
-         "`meerbench pack SRC --out DIR`.")
+         "master/recognition/_datasets_), or shards train-00000.rec/.idx, train-00001.rec/.idx, "
+         "... with one property; or pack a folder of aligned faces with "
+         "`meerbench pack SRC --out DIR [--shard-size N]`.")
+
+
+def shard_name(n: int, suffix: str = ".rec") -> str:
+    """File name of shard ``n`` of a sharded set (``.rec`` or ``.idx``)."""
+    return f"train-{n:05d}{suffix}"
+
+
+def record_files(root: Path) -> list[tuple[Path, Path]]:
+    """The (``.rec``, ``.idx``) pairs of the set in ``root``: ``train.rec`` alone, or its shards
+    in order (a missing shard, or both layouts in one folder, is an error)."""
+    shards = sorted((int(m.group(1)), p) for p in root.glob("train-*.rec")
+                    if (m := _SHARD.fullmatch(p.name)))
+    if (root / REC).is_file():
+        if shards:
+            raise DatasetError(f"{root}: both {REC} and shards ({shards[0][1].name}, ...); "
+                               f"keep one layout per folder")
+        return [(root / REC, root / IDX)]
+    if not shards:
+        raise DatasetError(f"{root / REC} not found, nor shards {shard_name(0)}, ... {ABOUT}")
+    for n, (number, path) in enumerate(shards):
+        if number != n:
+            raise DatasetError(f"{root / shard_name(n)} not found: the shards must be numbered "
+                               f"from 0 without gaps (next found: {path.name})")
+    return [(path, path.with_suffix(".idx")) for _, path in shards]
 
 
 @dataclass(frozen=True)
@@ -108,73 +141,97 @@ def frame(data: bytes) -> bytes:
 
 
 class RecordFile:
-    """Random access to the records of a ``.rec`` file by key.
+    """Random access by key to the records of one ``.rec`` file or of a set's shards.
 
-    Offsets come from the ``.idx`` file, or from one scan of the ``.rec`` headers when it is
-    missing (held in memory: 16 bytes per record). The file handle is opened per process, so
-    one object can be handed to DataLoader workers.
+    Offsets come from each ``.idx`` file, or from one scan of its ``.rec`` when it is missing
+    (keys then numbered on from the previous shards' records, as the writer numbers them); held
+    in memory, 18 bytes per record. File handles are opened per process (at most
+    ``OPEN_SHARDS`` at once), so one object can be handed to DataLoader workers.
     """
 
-    def __init__(self, rec: Path, idx: Path | None = None) -> None:
-        self.rec = rec
-        if not rec.is_file():
-            raise DatasetError(f"{rec} not found. {ABOUT}")
-        self.size = rec.stat().st_size
-        if idx is not None and idx.is_file():
-            self.keys, self.offsets = _read_idx(idx)
-            self.index_source = str(idx)
-        else:
-            self.keys, self.offsets = scan_offsets(rec)
-            self.index_source = "scan"
+    def __init__(self, files: list[tuple[Path, Path | None]]) -> None:
+        self.recs = [rec for rec, _ in files]
+        keys, offsets, shards, scanned = [], [], [], 0
+        for n, (rec, idx) in enumerate(files):
+            if not rec.is_file():
+                raise DatasetError(f"{rec} not found. {ABOUT}")
+            if idx is not None and idx.is_file():
+                k, o = _read_idx(idx)
+            else:
+                k, o = scan_offsets(rec, sum(len(x) for x in keys))
+                scanned += 1
+            keys.append(k)
+            offsets.append(o)
+            shards.append(np.full(len(k), n, np.uint16 if len(files) < 1 << 16 else np.uint32))
+        self.keys, self.offsets, self.shards = (np.concatenate(a) for a in (keys, offsets, shards))
         order = np.argsort(self.keys, kind="stable")
-        self.keys, self.offsets = self.keys[order], self.offsets[order]
-        self._handle: BinaryIO | None = None
+        self.keys, self.offsets, self.shards = (a[order] for a in (self.keys, self.offsets,
+                                                                     self.shards))
+        if len(self.keys) and (twice := np.flatnonzero(self.keys[1:] == self.keys[:-1])).size:
+            i = int(twice[0])
+            raise DatasetError(f"record {int(self.keys[i])} is indexed twice: in "
+                               f"{self.recs[self.shards[i]]} and {self.recs[self.shards[i + 1]]}")
+        self.sizes = [rec.stat().st_size for rec in self.recs]
+        self.name = str(self.recs[0] if len(files) == 1 else self.recs[0].parent)
+        if len(files) == 1:
+            self.index_source = "scan" if scanned else str(files[0][1])
+        else:
+            self.index_source = f"{len(files)} shards' .idx files, {scanned} shards scanned"
+        self._handles: dict[int, BinaryIO] = {}
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_handle": None, "_pid": -1}
+        return {**self.__dict__, "_handles": {}, "_pid": -1}
 
-    def _file(self) -> BinaryIO:
-        if self._handle is None or self._pid != os.getpid():
-            self._handle = open(self.rec, "rb")  # noqa: SIM115 (held for random reads)
-            self._pid = os.getpid()
-        return self._handle
+    def where(self, key: int) -> str:
+        """``<its .rec file>: record <key>``, for messages."""
+        i = int(np.searchsorted(self.keys, key))
+        found = i < len(self.keys) and self.keys[i] == key
+        return f"{self.recs[self.shards[i]] if found else self.name}: record {key}"
 
-    def _position(self, key: int) -> int:
+    def _seek(self, key: int) -> tuple[BinaryIO, int]:
+        """The handle of ``key``'s file, at the record; and that file's size."""
         i = int(np.searchsorted(self.keys, key))
         if i >= len(self.keys) or self.keys[i] != key:
-            raise DatasetError(f"{self.rec}: no record {key} in its index ({self.index_source})")
-        return int(self.offsets[i])
+            raise DatasetError(f"{self.name}: no record {key} in its index "
+                               f"({self.index_source})")
+        shard = int(self.shards[i])
+        if self._pid != os.getpid():
+            self._handles, self._pid = {}, os.getpid()
+        handle = self._handles.pop(shard, None)
+        if handle is None:
+            if len(self._handles) >= OPEN_SHARDS:
+                self._handles.pop(next(iter(self._handles))).close()  # least recently used
+            handle = open(self.recs[shard], "rb")  # noqa: SIM115 (held for random reads)
+        self._handles[shard] = handle  # most recently used last
+        handle.seek(int(self.offsets[i]))
+        return handle, self.sizes[shard]
 
     def read(self, key: int) -> bytes:
         """The data of record ``key`` (parts joined)."""
-        where = f"{self.rec}: record {key}"
-        handle = self._file()
-        handle.seek(self._position(key))
-        return read_framed(handle, where, self.size)
+        handle, size = self._seek(key)
+        return read_framed(handle, self.where(key), size)
 
     def record(self, key: int) -> tuple[IRHeader, bytes]:
-        return unpack(self.read(key), f"{self.rec}: record {key}")
+        return unpack(self.read(key), self.where(key))
 
     def header(self, key: int) -> tuple[IRHeader, int]:
         """(IRHeader, data length) of record ``key`` from its first bytes only (a record split
         by the dmlc writer is read whole)."""
-        where = f"{self.rec}: record {key}"
-        handle = self._file()
-        start = self._position(key)
-        handle.seek(start)
+        handle, size = self._seek(key)
+        start = handle.tell()
         head = handle.read(8 + IR_SIZE + 8)
         if len(head) >= 8:
             magic, lrec = struct.unpack_from("<II", head)
             length = lrec & _LENGTH_MASK
             if magic == MAGIC and lrec >> 29 == 0 and len(head) >= 8 + min(length, IR_SIZE + 8):
-                return unpack(head[8:8 + min(length, IR_SIZE + 8)], where)[0], length
+                return unpack(head[8:8 + min(length, IR_SIZE + 8)], self.where(key))[0], length
         handle.seek(start)
-        data = read_framed(handle, where, self.size)
-        return unpack(data, where)[0], len(data)
+        data = read_framed(handle, self.where(key), size)
+        return unpack(data, self.where(key))[0], len(data)
 
 
 def read_framed(handle: BinaryIO, where: str, size: int) -> bytes:
@@ -203,16 +260,17 @@ def read_framed(handle: BinaryIO, where: str, size: int) -> bytes:
             return bytes(out)
 
 
-def scan_offsets(rec: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, offsets) of every record by walking the framing; key i is the i-th record,
-    as ``im2rec`` numbers them when it writes no ``.idx``."""
+def scan_offsets(rec: Path, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, offsets) of every record by walking the framing; key ``first + i`` is the i-th
+    record, as ``im2rec`` numbers them when it writes no ``.idx`` (``first``: the records of
+    the shards before this one)."""
     size = rec.stat().st_size
     offsets = []
     with open(rec, "rb") as handle:
         while handle.tell() < size:
             offsets.append(handle.tell())
-            read_framed(handle, f"{rec}: record {len(offsets) - 1}", size)
-    return np.arange(len(offsets), dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+            read_framed(handle, f"{rec}: record {first + len(offsets) - 1}", size)
+    return np.arange(first, first + len(offsets), dtype=np.int64), np.asarray(offsets, np.int64)
 
 
 _IDX_LINES = re.compile(rb"(?:[0-9]+\t[0-9]+\r?\n)*(?:[0-9]+\t[0-9]+\r?\n?)?")
@@ -233,24 +291,72 @@ def _read_idx(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RecordWriter:
-    """Writes ``.rec`` + ``.idx`` as ``MXIndexedRecordIO`` does (atomically, on close)."""
+    """Writes records into ``.rec`` + ``.idx`` pairs as ``MXIndexedRecordIO`` does: ``train.rec``
+    or, after each ``next_shard``, the next shard. The files are written in a staging folder
+    inside ``out`` and moved into place when the block succeeds, replacing the files of an
+    earlier set there (its other layout and surplus shards are removed); a failed block leaves
+    ``out`` as it was."""
 
-    def __init__(self, rec: Path, idx: Path) -> None:
-        self._rec_ctx = atomic_open(rec, "wb")
-        self._idx_ctx = atomic_open(idx, "w")
-        self._rec = self._rec_ctx.__enter__()
-        self._idx = self._idx_ctx.__enter__()
+    def __init__(self, out: Path, sharded: bool) -> None:
+        self.out, self.sharded = out, sharded
+        self.stage = Path(tempfile.mkdtemp(prefix=".pack-", dir=out))
+        self.names: list[str] = []
+        self._rec: BinaryIO | None = None
+        self._idx: TextIO | None = None
+        self.next_shard()
+
+    def next_shard(self) -> None:
+        """Close the current pair and start the next shard (or ``train.rec``, the first time
+        for an unsharded set)."""
+        assert self.sharded or not self.names, "an unsharded set has one file"
+        self._close()
+        n = len(self.names) // 2
+        names = [shard_name(n), shard_name(n, ".idx")] if self.sharded else [REC, IDX]
+        self.names += names
+        self._rec = open(self.stage / names[0], "wb")  # noqa: SIM115 (closed in _close)
+        self._idx = open(self.stage / names[1], "w", encoding="ascii")  # noqa: SIM115
 
     def write(self, key: int, data: bytes) -> None:
+        assert self._rec is not None and self._idx is not None
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
         self._rec.write(frame(data))
+
+    def rewrite_first(self, data: bytes) -> None:
+        """Replace record 0 (at the start of the first file) by ``data`` of the same framed
+        length: the header record, once the counts are known."""
+        self._close()
+        with open(self.stage / self.names[0], "r+b") as handle:
+            handle.write(frame(data))
+
+    def _close(self) -> None:
+        for handle in (self._rec, self._idx):
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+        self._rec = self._idx = None
 
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for ctx in (self._rec_ctx, self._idx_ctx):
-            ctx.__exit__(*exc)  # type: ignore[arg-type]
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            self._close()
+            if kind is None:
+                for name in self.names:
+                    os.replace(self.stage / name, self.out / name)
+                for old in [*record_leftovers(self.out)]:
+                    if old.name not in self.names:
+                        old.unlink()
+        finally:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def record_leftovers(root: Path) -> Iterator[Path]:
+    """The record files of either layout in ``root``."""
+    for path in root.iterdir():
+        if path.name in (REC, IDX) or _SHARD.fullmatch(path.with_suffix(".rec").name):
+            yield path
 
 
 @dataclass(frozen=True)
@@ -278,14 +384,14 @@ class InsightfaceRecordSet:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for name in (REC, PROPERTY):
-            if not (root / name).is_file():
-                raise DatasetError(f"{root / name} not found. {ABOUT}")
+        files = record_files(root)
+        if not (root / PROPERTY).is_file():
+            raise DatasetError(f"{root / PROPERTY} not found. {ABOUT}")
         self.property = read_property(root / PROPERTY)
-        self.file = RecordFile(root / REC, root / IDX)
+        self.file = RecordFile(files)  # type: ignore[arg-type]
         self.keys, self.labels = self._image_labels()
         if len(self.keys) == 0:
-            raise DatasetError(f"{root / REC}: no image records. {ABOUT}")
+            raise DatasetError(f"{self.file.name}: no image records. {ABOUT}")
         top = int(self.labels.max())
         if self.labels.min() < 0 or top >= self.property.classes:
             raise DatasetError(f"{root / PROPERTY}: {self.property.classes} classes but image "
@@ -308,16 +414,16 @@ class InsightfaceRecordSet:
             for n, key in enumerate(range(a, b)):
                 rng = f.header(key)[0]
                 if rng.flag < 2:
-                    raise DatasetError(f"{f.rec}: record {key}: identity record without a "
+                    raise DatasetError(f"{f.where(key)}: identity record without a "
                                        f"(first, end) label")
                 first, end = int(rng.label[0]), int(rng.label[1])  # type: ignore[index]
                 if not 1 <= first <= end <= a:
-                    raise DatasetError(f"{f.rec}: record {key}: identity range ({first}, {end}) "
+                    raise DatasetError(f"{f.where(key)}: identity range ({first}, {end}) "
                                        f"outside the image records 1..{a - 1}")
                 labels[first - 1:end - 1] = n
             if (labels < 0).any():
                 missing = int(keys[np.argmax(labels < 0)])
-                raise DatasetError(f"{f.rec}: record {missing} belongs to no identity record")
+                raise DatasetError(f"{f.where(missing)} belongs to no identity record")
             return keys, labels
         keys, labels = [], []
         for k in f.keys.tolist():
@@ -332,7 +438,7 @@ class InsightfaceRecordSet:
         """Decoded RGB uint8 (H, W, 3) of image ``i`` (0-based over the image records)."""
         key = int(self.keys[i])
         _, payload = self.file.record(key)
-        return decode(payload, f"{self.file.rec}: record {key}")
+        return decode(payload, self.file.where(key))
 
 
 def decode(payload: bytes, where: str) -> np.ndarray:
@@ -346,17 +452,23 @@ def decode(payload: bytes, where: str) -> np.ndarray:
 
 
 def write_record_set(out: Path, images: Iterable[tuple[int, bytes]], classes: int,
-                     size: tuple[int, int]) -> int:
+                     size: tuple[int, int], shard_size: int | None = None) -> int:
     """Write insightface's layout into ``out``: record 0 the header, then the images (flag 0,
     float label, id = key) which must come grouped by label 0..classes-1, then one identity
-    record per label. Returns the number of images."""
+    record per label. In ``train.rec``, or with ``shard_size`` in shards of that many images
+    (the first also holds the header, the last the identity records). Returns the number of
+    images."""
+    if shard_size is not None and shard_size < 1:
+        raise DatasetError(f"pack: shard size must be at least 1 image, got {shard_size}")
     out.mkdir(parents=True, exist_ok=True)
     starts: list[int] = []
     key = 0
-    with RecordWriter(out / REC, out / IDX) as writer:
+    with RecordWriter(out, shard_size is not None) as writer:
         placeholder = _header0(0, 0)  # rewritten below: the offsets of later records stay valid
         writer.write(0, placeholder)
         for label, payload in images:
+            if shard_size is not None and key and key % shard_size == 0:
+                writer.next_shard()
             key += 1
             if label != len(starts) - 1:
                 if label != len(starts):
@@ -370,8 +482,7 @@ def write_record_set(out: Path, images: Iterable[tuple[int, bytes]], classes: in
         ends = [*starts[1:], a]
         for n, (first, end) in enumerate(zip(starts, ends, strict=True)):
             writer.write(a + n, pack(IRHeader(2, (float(first), float(end)), a + n, 0), b""))
-        writer._rec.seek(0)
-        writer._rec.write(frame(_header0(a, a + classes)))
+        writer.rewrite_first(_header0(a, a + classes))
     write_text(out / PROPERTY, f"{classes},{size[0]},{size[1]}\n")
     return key
 
@@ -384,9 +495,11 @@ def _header0(a: int, b: int) -> bytes:
     return pack(IRHeader(2, (float(a), float(b)), 0, 0), b"")
 
 
-def pack_dataset(dataset: Dataset, out: Path, *, progress: bool = True) -> tuple[int, int]:
+def pack_dataset(dataset: Dataset, out: Path, *, shard_size: int | None = None,
+                 progress: bool = True) -> tuple[int, int]:
     """Write the unmasked images of ``dataset`` (aligned faces, all one size) as an insightface
-    RecordIO set in ``out``; identities are numbered in sorted order. JPEG and PNG files are
+    RecordIO set in ``out`` (``train.rec``, or shards of ``shard_size`` images); identities are
+    numbered in sorted order. JPEG and PNG files are
     stored byte for byte (no re-encoding), other formats as PNG. Returns (images, identities).
     Masked samples are left out: the set holds originals, masks are drawn while training."""
     from PIL import Image
@@ -417,7 +530,7 @@ def pack_dataset(dataset: Dataset, out: Path, *, progress: bool = True) -> tuple
                 raise DatasetError(f"{s.path}: not a readable image ({exc})") from None
             yield label[s.identity], data
 
-    return write_record_set(out, payloads(), len(names), size), len(names)
+    return write_record_set(out, payloads(), len(names), size, shard_size), len(names)
 
 
 class InsightfaceRecFormat:
