@@ -345,17 +345,18 @@ class RecordWriter:
             if kind is None:
                 for name in self.names:
                     os.replace(self.stage / name, self.out / name)
-                for old in [*record_leftovers(self.out)]:
+                for old in list(_any_layout_files(self.out)):
                     if old.name not in self.names:
                         old.unlink()
         finally:
             shutil.rmtree(self.stage, ignore_errors=True)
 
 
-def record_leftovers(root: Path) -> Iterator[Path]:
+def _any_layout_files(root: Path) -> Iterator[Path]:
     """The record files of either layout in ``root``."""
     for path in root.iterdir():
-        if path.name in (REC, IDX) or _SHARD.fullmatch(path.with_suffix(".rec").name):
+        if path.name in (REC, IDX) or (path.suffix in (".rec", ".idx")
+                                       and _SHARD.fullmatch(path.with_suffix(".rec").name)):
             yield path
 
 
