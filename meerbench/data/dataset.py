@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from meerbench.errors import DatasetError
 from meerbench.io import sha256_file
@@ -66,6 +67,14 @@ class Dataset:
         self.samples.sort(key=lambda s: s.key)
         self._index = {s.key: i for i, s in enumerate(self.samples)}
         self._files: dict[Path, str] | None = None
+        self._derived: dict[Hashable, Any] = {}
+
+    def derived(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()``, once per ``key`` for this dataset: what several tasks draw alike (the
+        operational task on the verification tasks' pairs) is drawn once."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def index(self, key: str) -> int:
         return self._index[key]

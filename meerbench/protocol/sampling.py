@@ -89,9 +89,8 @@ def _list_hash(lines: list[str]) -> str:
 
 def build_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
     """The verification pairs of ``task``: the dataset's official list or a generated one."""
-    if task.pairs == "official":
-        return _official_pairs(task, dataset)
-    return _generated_pairs(task, dataset)
+    build = _official_pairs if task.pairs == "official" else _generated_pairs
+    return dataset.derived(("pairs", task), lambda: build(task, dataset))
 
 
 def _twin_links(dataset: Dataset) -> set[tuple[int, int]]:
@@ -106,7 +105,11 @@ def build_dense_pairs(task: DenseVerificationTask, dataset: Dataset) -> PairList
     (a masked image never meets its own unmasked twin) and all impostor pairs or a seeded uniform
     sample of ``task.impostors`` of them. Pairs of a condition whose reference and probe are both
     masked or both unmasked are unordered (ref index < probe index). Fold is 0 throughout; the
-    list's sha256 covers the sample keys and the index arrays."""
+    list's sha256 covers the sample keys and the index arrays. Drawn once per dataset."""
+    return dataset.derived(("dense-pairs", task), lambda: _dense_pairs(task, dataset))
+
+
+def _dense_pairs(task: DenseVerificationTask, dataset: Dataset) -> PairList:
     n = len(dataset.samples)
     masked = np.array([s.masked for s in dataset.samples], dtype=bool)
     identity = np.unique([s.identity for s in dataset.samples], return_inverse=True)[1]
@@ -168,20 +171,18 @@ def _genuine_grid(refs: np.ndarray, probes: np.ndarray, identity: np.ndarray,
 def _impostor_grid(refs: np.ndarray, probes: np.ndarray, identity: np.ndarray, same: bool,
                    count: int | None, rng: np.random.Generator) -> np.ndarray:
     """Impostor (ref, probe) pairs of the refs x probes grid (upper triangle when ``same``): all
-    of them, or the first ``count`` impostors of a seeded random order of the grid's cells (a
-    uniform sample without replacement); sorted by ref, then probe."""
-    size = len(refs) * len(probes)
-    order = np.arange(size, dtype=np.int64) if count is None else rng.permutation(size)
-    parts, found = [np.zeros(0, np.int64)], 0
-    for start in range(0, size, 2**22):  # blocks of cells: memory stays small
-        cells = order[start:start + 2**22]
-        r, p = refs[cells // len(probes)], probes[cells % len(probes)]
-        parts.append(cells[(identity[r] != identity[p]) & ((r < p) if same else True)])
-        found += len(parts[-1])
-        if count is not None and found >= count:
-            break
-    cells = np.sort(np.concatenate(parts)[:count])  # grid order: by ref, then probe
-    return np.column_stack([refs[cells // len(probes)], probes[cells % len(probes)]])
+    of them, or a seeded uniform sample of ``count`` without replacement (``rng.choice`` over the
+    grid's impostor cells: a partial shuffle, ``count`` swaps); sorted by ref, then probe."""
+    valid = identity[refs][:, None] != identity[probes][None, :]
+    if same:
+        valid &= refs[:, None] < probes[None, :]
+    cells = np.flatnonzero(valid)  # grid order: by ref, then probe
+    if count is not None and count < cells.size:
+        chosen = np.zeros(cells.size, bool)
+        chosen[rng.choice(cells.size, count, replace=False)] = True
+        cells = cells[chosen]  # still in grid order: no sort
+    row, column = np.divmod(cells, len(probes))
+    return np.column_stack([refs[row], probes[column]])
 
 
 def _official_pairs(task: VerificationTask, dataset: Dataset) -> PairList:
