@@ -41,8 +41,10 @@ def test_plain_network_is_iresnet_key_compatible():
     assert keys == {f"encoder.{k}" for k in MeerNet(arch).encoder.state_dict()}
 
 
-def test_arch_rejects_a_generator_without_decoupling():
-    with pytest.raises(ValueError, match="generator"):
+def test_arch_rejects_a_generator_with_the_from_gate():
+    """FROM's feature gate gives no occluder map; 'none' + generator is MEER minus decoupling
+    (tests/test_ablations.py)."""
+    with pytest.raises(ValueError, match="generator.*decoupling 'from'"):
         MeerArch(decoupling="from", generator=True)
 
 

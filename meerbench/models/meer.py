@@ -15,7 +15,12 @@ documented in ``docs/meer.md``.
   branch predicts the occluder map (through a small FPN over layer4/3/2) and the occluder family;
   the identity branch is gated by the predicted visibility ``1 - mask``; with ``generator`` a
   U-Net-style decoder restores the unmasked face from the gated identity features and from
-  encoder skips gated the same way (only visible regions pass).
+  encoder skips gated the same way (only visible regions pass);
+- ``decoupling="none"`` with ``generator``: MEER without its decoupling module (an ablation). The
+  recognizer is the plain IResNet; the generator brings its own occluder-map head (the mask
+  branch's FPN over the raw encoder features, without the mask-feature split and the family head)
+  and restores from the ungated features, so the model still restores blind and can be refined
+  with the restored face.
 """
 
 from __future__ import annotations
@@ -61,10 +66,11 @@ class MeerArch:
         if self.decoupling not in DECOUPLING:
             raise ConfigError(f"field 'decoupling': expected one of {', '.join(DECOUPLING)}, got "
                               f"{self.decoupling!r}.")
-        if self.generator and self.decoupling != "meer":
-            raise ConfigError(f"field 'generator': expected false unless decoupling is 'meer' (the "
-                              f"generator uses the visibility map), got decoupling "
-                              f"{self.decoupling!r}.")
+        if self.generator and self.decoupling == "from":
+            raise ConfigError("field 'generator': expected false with decoupling 'from' (its "
+                              "feature gate gives no occluder map to composite the restored face "
+                              "with); use decoupling 'meer', or 'none' for MEER without "
+                              "decoupling.")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeerArch:
@@ -103,23 +109,34 @@ def _conv_bn(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
 
 
 class MaskBranch(nn.Module):
-    """MEER's mask branch: occluder-map logits at layer2 resolution and family logits."""
+    """Occluder-map logits at layer2 resolution from a small FPN over layer4/3/2.
 
-    def __init__(self, c4: int, c3: int, c2: int, width: int, families: int) -> None:
+    ``decoupled`` (MEER): the FPN starts from mask features F_m split off layer4 by a 1x1 conv,
+    whose pooled vector also classifies the occluder family. Without it (MEER without
+    decoupling) the FPN reads layer4 itself and there are no mask features and no family head:
+    only the map the generator needs.
+    """
+
+    def __init__(self, c4: int, c3: int, c2: int, width: int, families: int,
+                 decoupled: bool = True) -> None:
         super().__init__()
-        self.split = _conv_bn(c4, c4, 1)  # mask features F_m, decoupled from F_id
+        # mask features F_m, decoupled from F_id (created first: meer-s' initialisation order)
+        self.split = _conv_bn(c4, c4, 1) if decoupled else None
         self.top = nn.Conv2d(c4, width, 1)
         self.lateral3 = nn.Conv2d(c3, width, 1)
         self.lateral2 = nn.Conv2d(c2, width, 1)
         self.head = nn.Sequential(_conv_bn(width, width), nn.Conv2d(width, 1, 1))
-        self.family = nn.Linear(c4, families)
+        self.family = nn.Linear(c4, families) if decoupled else None
 
     def forward(self, f4: torch.Tensor, f3: torch.Tensor, f2: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fm = self.split(f4)
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(map logits, pooled F_m, family logits); the last two are None when not decoupled."""
+        fm = self.split(f4) if self.split is not None else f4
         p = self.top(fm)
         p = F.interpolate(p, size=f3.shape[-2:], mode="nearest") + self.lateral3(f3)
         p = F.interpolate(p, size=f2.shape[-2:], mode="nearest") + self.lateral2(f2)
+        if self.family is None:
+            return self.head(p), None, None
         pooled = fm.mean(dim=(2, 3))
         return self.head(p), pooled, self.family(pooled)
 
@@ -192,6 +209,8 @@ class MeerNet(nn.Module):
             self.identity = nn.Sequential(nn.Conv2d(c4, c4, 1, bias=False), nn.BatchNorm2d(c4))
         elif arch.decoupling == "from":
             self.from_mask = FromBranch(c4, c3, n_fam)
+        elif arch.generator:  # MEER without decoupling: a map head for the generator only
+            self.mask = MaskBranch(c4, c3, c2, arch.mask_width, n_fam, decoupled=False)
         if arch.generator:
             self.generator = Generator(c4, [c0, c1, c2, c3], arch.generator_width)
 
@@ -204,11 +223,12 @@ class MeerNet(nn.Module):
         f3 = enc.layer3(f2)
         f4 = enc.layer4(f3)
         out = Encoded(embedding=torch.empty(0), skips=[f0, f1, f2, f3])
-        if self.mask is not None and self.identity is not None:
+        if self.mask is not None:
             logits, out.pooled_mask, out.family_logits = self.mask(f4, f3, f2)
             out.mask_logits = logits
-            visible = 1 - F.adaptive_avg_pool2d(torch.sigmoid(logits), f4.shape[-2:])
-            f4 = self.identity(f4) * visible
+            if self.identity is not None:  # decoupling: recognition sees gated F_id only
+                visible = 1 - F.adaptive_avg_pool2d(torch.sigmoid(logits), f4.shape[-2:])
+                f4 = self.identity(f4) * visible
         elif self.from_mask is not None:
             gate, out.pooled_mask, out.family_logits = self.from_mask(f4, f3)
             f4 = f4 * gate

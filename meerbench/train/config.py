@@ -332,11 +332,16 @@ def _check(cfg: TrainConfig, top: Fields) -> None:
         used = {t for t, w in stage.losses.items() if w > 0}
         if "margin" not in used:
             raise top.error(f"stages.{stage.name}.losses", "a positive 'margin' weight")
-        if used & {"map", "decorrelation"} and arch.decoupling != "meer":
+        if "decorrelation" in used and arch.decoupling != "meer":
             raise top.error(f"stages.{stage.name}.losses",
-                            "'map'/'decorrelation' only with model.decoupling: meer")
+                            "'decorrelation' only with model.decoupling: meer")
+        if "map" in used and not (arch.decoupling == "meer" or arch.generator):
+            raise top.error(f"stages.{stage.name}.losses", "'map' only with an occluder-map head "
+                                                           "(model.decoupling: meer, or "
+                                                           "model.generator: true)")
         if "family" in used and arch.decoupling == "none":
-            raise top.error(f"stages.{stage.name}.losses", "'family' only with a mask branch")
+            raise top.error(f"stages.{stage.name}.losses",
+                            "'family' only with a family head (model.decoupling: meer or from)")
         if used & GENERATOR_TERMS and not arch.generator:
             raise top.error(f"stages.{stage.name}.losses",
                             "generator losses only with model.generator: true")

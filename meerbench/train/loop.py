@@ -407,7 +407,7 @@ class Trainer:
         card = {  # a schema-2 model card (models.card_schema)
             "schema": CARD_SCHEMA,
             "name": cfg.name,
-            "description": _DESCRIPTIONS.get(cfg.arch.decoupling, ""),
+            "description": _description(cfg),
             "architecture": "meer",
             "options": cfg.arch.to_dict(),
             "contract": json.loads(json.dumps({k: v for k, v in terms.items() if k != "weights"})),
@@ -440,12 +440,24 @@ class Trainer:
         write_text(self.out / "card.yaml", yaml.safe_dump(card, sort_keys=False))
 
 
-_DESCRIPTIONS = {
-    "none": "IResNet trained with a margin loss (same pipeline and budget as MEER)",
-    "from": "FROM-style predicted feature mask (no generator), same pipeline and budget",
-    "meer": "MEER reimplementation from its abstract: mask decoupling, restoration, "
-            "id-preserving refinement",
-}
+def _description(cfg: TrainConfig) -> str:
+    """The card's one-line description; a MEER ablation names the components it lacks."""
+    arch = cfg.arch
+    if arch.decoupling == "from":
+        return "FROM-style predicted feature mask (no generator), same pipeline and budget"
+    components = {
+        "mask decoupling": arch.decoupling == "meer",
+        "restoration": arch.generator,
+        "id-preserving refinement": any(s.losses.get("id_preserving", 0) > 0
+                                        for s in cfg.stages),
+    }
+    if not any(components.values()):
+        return "IResNet trained with a margin loss (same pipeline and budget as MEER)"
+    if all(components.values()):
+        return ("MEER reimplementation from its abstract: mask decoupling, restoration, "
+                "id-preserving refinement")
+    missing = " and ".join(k for k, present in components.items() if not present)
+    return f"MEER ablation without {missing} (docs/meer.md), same pipeline and budget as MEER"
 
 
 def _no_sync(model: nn.Module | None, sync: bool) -> contextlib.AbstractContextManager:
