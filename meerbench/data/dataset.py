@@ -136,3 +136,16 @@ def _hash_file(path: Path, key: str) -> str:
         return sha256_file(path)
     except OSError as exc:
         raise DatasetError(f"Cannot read {path} (sample {key!r}): {exc.strerror}.") from None
+
+
+def labelled_unmasked(dataset: Dataset, purpose: str) -> tuple[list[Sample], list[int]]:
+    """The unmasked samples of ``dataset`` ordered by (label, key), with their labels: identities
+    numbered 0.. in sorted order. The order a RecordIO pack writes and the streaming loader reads
+    (training sets hold originals; masks are drawn while training). ``purpose`` names the use in
+    the error for a dataset without unmasked images."""
+    samples = [s for s in dataset.samples if not s.masked]
+    if not samples:
+        raise DatasetError(f"{dataset.name} ({dataset.root}): no unmasked images to {purpose}")
+    label = {name: i for i, name in enumerate(sorted({s.identity for s in samples}))}
+    samples.sort(key=lambda s: (label[s.identity], s.key))
+    return samples, [label[s.identity] for s in samples]

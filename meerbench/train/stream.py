@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from meerbench.data.dataset import Dataset, Sample
+from meerbench.data.dataset import Dataset, Sample, labelled_unmasked
 from meerbench.data.formats import open_dataset
 from meerbench.data.formats.recordio import ABOUT, InsightfaceRecordSet
 from meerbench.data.images import read_rgb
@@ -91,14 +91,9 @@ class FileSource:
     """The unmasked images of a ``Dataset`` (folder, manifest, SynthFace): paths and labels."""
 
     def __init__(self, dataset: Dataset) -> None:
-        samples = [s for s in dataset.samples if not s.masked]
-        if not samples:
-            raise DatasetError(f"{dataset.name}: no unmasked images to stream")
-        names = sorted({s.identity for s in samples})
-        label = {n: i for i, n in enumerate(names)}
-        samples.sort(key=lambda s: (label[s.identity], s.key))
+        samples, labels = labelled_unmasked(dataset, "stream")
         self.paths = np.array([str(s.path) for s in samples])
-        self.labels = np.array([label[s.identity] for s in samples], dtype=np.int32)
+        self.labels = np.array(labels, dtype=np.int32)
         self.name = dataset.name
         first = self.image(0).shape
         self.image_size = first[0] if first[0] == first[1] else 0  # the bank checks each image

@@ -40,7 +40,7 @@ from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from meerbench.data.dataset import Dataset
+from meerbench.data.dataset import Dataset, labelled_unmasked
 from meerbench.errors import DatasetError
 from meerbench.io import write_text
 
@@ -506,17 +506,14 @@ def pack_dataset(dataset: Dataset, out: Path, *, shard_size: int | None = None,
     from PIL import Image
     from tqdm.auto import tqdm
 
-    samples = [s for s in dataset.samples if not s.masked]
-    if not samples:
-        raise DatasetError(f"{dataset.root}: no unmasked images to pack")
-    names = sorted({s.identity for s in samples})
-    label = {name: i for i, name in enumerate(names)}
-    samples.sort(key=lambda s: (label[s.identity], s.key))
+    samples, labels = labelled_unmasked(dataset, "pack")
+    identities = labels[-1] + 1
     with Image.open(samples[0].path) as first:
         size = (first.height, first.width)
 
     def payloads() -> Iterable[tuple[int, bytes]]:
-        for s in tqdm(samples, disable=not progress, unit="img", desc=f"pack {dataset.name}"):
+        for s, label in tqdm(zip(samples, labels, strict=True), total=len(samples),
+                             disable=not progress, unit="img", desc=f"pack {dataset.name}"):
             data = s.path.read_bytes()
             try:
                 with Image.open(io.BytesIO(data)) as img:
@@ -529,9 +526,9 @@ def pack_dataset(dataset: Dataset, out: Path, *, shard_size: int | None = None,
                         data = buffer.getvalue()
             except (OSError, ValueError) as exc:
                 raise DatasetError(f"{s.path}: not a readable image ({exc})") from None
-            yield label[s.identity], data
+            yield label, data
 
-    return write_record_set(out, payloads(), len(names), size, shard_size), len(names)
+    return write_record_set(out, payloads(), identities, size, shard_size), identities
 
 
 class InsightfaceRecFormat:
