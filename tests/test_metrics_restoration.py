@@ -538,3 +538,13 @@ def test_import_stays_light() -> None:
             "print(sorted({'torch', 'lpips', 'pytorch_fid'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_largest_errors_do_not_overflow_the_integer_sums():
+    """Black against white over a whole 112x112 face: 255^2 x 3 x 12,544 = 2,447,020,800 per
+    image, beyond int32; PSNR is 0 dB exactly, whole and over a full mask."""
+    black = np.zeros((2, 112, 112, 3), np.uint8)
+    white = np.full_like(black, 255)
+    full = np.ones((2, 112, 112), bool)
+    assert psnr(black, white).to_dict()["per_image"] == [0.0, 0.0]
+    assert psnr(black, white, full).to_dict()["per_image"] == [0.0, 0.0]
