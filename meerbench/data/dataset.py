@@ -62,6 +62,8 @@ class Dataset:
     pairs: list[Pair] | None = None
     info: dict[str, object] = field(default_factory=dict)
     unique_content: bool = True  # False where one image may stand in several places by design
+    #: content hashes a checked artefact record already holds (twins and maps too), by path
+    known_sha256: dict[Path, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.samples.sort(key=lambda s: s.key)
@@ -103,10 +105,10 @@ class Dataset:
         for s in chosen:
             twin = files.get(s.twin) if s.twin is not None else None
             if s.twin is not None and twin is None:
-                twin = files[s.twin] = _hash_file(s.twin, s.key)
+                twin = files[s.twin] = self._hash(s.twin, s.key)
             mask = files.get(s.mask_map) if s.mask_map is not None else None
             if s.mask_map is not None and mask is None:
-                mask = files[s.mask_map] = _hash_file(s.mask_map, s.key)
+                mask = files[s.mask_map] = self._hash(s.mask_map, s.key)
             digest.update(f"{s.key}\t{s.identity}\t{int(s.masked)}\t{s.mask_type or ''}\t"
                           f"{files[s.path]}\t{twin or ''}\t{mask or ''}\n".encode())
         return digest.hexdigest()
@@ -122,13 +124,17 @@ class Dataset:
                     raise DatasetError(f"{self.name}: samples {other.key!r} ({other.path}) and "
                                        f"{s.key!r} ({s.path}) are the same file {resolved}; "
                                        "each image may appear once.")
-                files[s.path] = s.sha256 or _hash_file(s.path, s.key)
+                files[s.path] = s.sha256 or self._hash(s.path, s.key)
                 other = by_content.setdefault(files[s.path], s)
                 if self.unique_content and other is not s:
                     raise DatasetError(f"{self.name}: {other.path} and {s.path} have the same "
                                        "content; each image may appear once (remove the copy).")
             self._files = files
         return self._files
+
+    def _hash(self, path: Path, key: str) -> str:
+        """``path``'s sha256: from a checked record when known, else read and hashed."""
+        return self.known_sha256.get(path) or _hash_file(path, key)
 
 
 def _hash_file(path: Path, key: str) -> str:

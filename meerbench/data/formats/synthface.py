@@ -52,4 +52,5 @@ class SynthFaceFormat:
                 for s in dataset.samples if s.twin is not None
                 for key in [s.twin.relative_to(out).as_posix()]
             ]
-        return Dataset(name, out, samples, info=dataset.info)
+        known = {out / name: entry["sha256"] for name, entry in split.files().items()}
+        return Dataset(name, out, samples, info=dataset.info, known_sha256=known)
