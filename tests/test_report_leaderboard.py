@@ -90,11 +90,11 @@ def test_check_fails_naming_model_protocol_condition_and_metric(results: Path,
     assert re.fullmatch(r"  beta \| synthA v1 \| UMR-MP \| Accuracy: committed \d+\.\d\d %, now "
                         r"\d+\.\d\d % \(change -5\.0\d, tolerance ±0\.1\)", lines[1]), lines[1]
 
-    (results / "gamma__synthB.json").rename(tmp_path / "gone.json")
+    (results / "gamma__synthB.v2.json").rename(tmp_path / "gone.json")
     try:
         moved = [str(m) for m in check_leaderboard([results], reports)]
     finally:
-        (tmp_path / "gone.json").rename(results / "gamma__synthB.json")
+        (tmp_path / "gone.json").rename(results / "gamma__synthB.v2.json")
     assert any(m.startswith("gamma | synthB v2 | MR-MP | EER: committed") and "disappeared" in m
                for m in moved)
 
