@@ -35,7 +35,8 @@ def test_compare_gives_differences_and_paired_tests(tmp_path: Path) -> None:
     assert rows[("identification", "Rank-1 (%)")].rstrip(" |").endswith("–")
 
     with pytest.raises(MeerbenchError, match="different protocols"):
-        compare_command(str(tmp_path / "gamma__synthA.json"), str(tmp_path / "alpha__synthB.v2.json"))
+        compare_command(str(tmp_path / "gamma__synthA.json"),
+                        str(tmp_path / "alpha__synthB.v2.json"))
     with pytest.raises(MeerbenchError, match="two Result JSON files"):
         compare_command(str(tmp_path), str(tmp_path / "alpha__synthB.v2.json"))
     one = tmp_path / "one"  # a folder holding exactly one Result is still not a Result file
