@@ -357,14 +357,18 @@ def write_scores_csv(
 def _column(path: Any, name: str, values: Any, n: int) -> list[str]:
     if values is None:
         return [""] * n
-    if len(values) != n:
-        raise ScoreFileError(f"cannot write {path}: column {name} has {len(values)} values "
-                             f"for {n} scores")
+    _check_length(path, name, values, n)
     if name == "score":
         return [repr(float(v)) for v in values]
     if name in ("label", "fold"):
         return [str(int(v)) for v in values]
     return [str(v) for v in values]
+
+
+def _check_length(path: Any, name: str, values: Any, n: int) -> None:
+    if len(values) != n:
+        raise ScoreFileError(f"cannot write {path}: column {name} has {len(values)} values "
+                             f"for {n} scores")
 
 
 def write_scores_parquet(
@@ -389,9 +393,7 @@ def write_scores_parquet(
     for name, values in given.items():
         if values is None:
             continue
-        if len(values) != s.size:
-            raise ScoreFileError(f"cannot write {path}: column {name} has {len(values)} values "
-                                 f"for {s.size} scores")
+        _check_length(path, name, values, s.size)
         if name == "score":
             columns[name] = pa.array(s)
         elif name in ("label", "fold"):
