@@ -96,3 +96,20 @@ def test_a_missing_side_file_in_the_store_is_rebuilt(tiny_protocol: Path, tmp_pa
     assert second.metrics == first.metrics
     assert ((tmp_path / "b" / first.files["scores"]).read_bytes()
             == (tmp_path / "a" / first.files["scores"]).read_bytes())
+
+
+def test_labels_the_embeddings_do_not_show_are_in_the_key(tiny_protocol: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-family numbers read the samples' occluder families, which neither the embeddings nor
+    the manifest hash (key, identity, masked) carry: the dataset's content hash, which does, keys
+    the sections. Another content hash with the same embeddings is scored again."""
+    from meerbench.data.dataset import Dataset
+
+    protocol = no_tasks(tiny_protocol)
+    evaluate("pixels", str(protocol), out_dir=None, progress=False)
+    calls = scored(monkeypatch)
+    original = Dataset.content_hash
+    monkeypatch.setattr(Dataset, "content_hash",
+                        lambda self, keys=None: "f" + original(self, keys)[1:])
+    evaluate("pixels", str(protocol), out_dir=None, progress=False)
+    assert sorted(calls) == ["identification", "verification"]

@@ -112,7 +112,7 @@ def evaluate(
             progress=progress).embeddings,
         fit=lambda model: fit_if_needed(model, proto, data, progress, opened))
     scored_on = {"protocol": proto.id, "protocol_sha256": proto.sha256, "lists": lists,
-                 "manifest_sha256": manifest, "embeddings_sha256": embeddings_digest(
+                 "content_sha256": content, "embeddings_sha256": embeddings_digest(
                      emb.embeddings), "stem": ctx.stem}
     for name, task in tasks.items():  # the protocol's order
         entries, outcome = run_task(task, proto.tasks[name], plans[name], ctx, scored_on)

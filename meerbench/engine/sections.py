@@ -5,7 +5,8 @@ protocol and its own code says so (``Task.cached``); its outcome (the Result ``m
 it writes, its counts and its side files) is then kept as an artefact of kind ``sections``. The
 key holds the sha256 of the embeddings themselves (not of their cache key: recomputed
 embeddings that differ in one bit score again), the protocol's sha256 and every list drawn from
-it, the manifest hash of the embedded images (identities, conditions, families), the Result's
+it, the content hash of the embedded images (identities, masked flags, occluder families and the
+bytes of images, twins and maps: per-family numbers read the families), the Result's
 file stem, and the sha256 of the code that scores (``meerbench/tasks`` and ``meerbench/metrics``,
 and the task's own module when it comes from a plugin). A changed number can only come from a
 changed key.
