@@ -106,9 +106,15 @@ def test_meerbench_run_reports_the_operational_task(tiny_protocol: Path, tmp_pat
     capsys.readouterr()
 
 
-def test_dense_lists_give_the_verification_dense_pairs_and_scores(tiny_protocol: Path,
-                                                                  tmp_path: Path) -> None:
+def test_dense_lists_give_the_verification_dense_pairs_and_scores(
+        tiny_protocol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from meerbench.engine.evaluate import evaluate
+    from meerbench.metrics import dense
+
+    scored: list[int] = []  # pair lists scored: the two tasks share one list, scored once
+    original = dense.pair_scores
+    monkeypatch.setattr(dense, "pair_scores",
+                        lambda *a, **k: scored.append(len(a[1])) or original(*a, **k))
 
     data = yaml.safe_load(tiny_protocol.read_text())
     data["tasks"] = {"verification_dense": {"seed": 4},
@@ -120,6 +126,7 @@ def test_dense_lists_give_the_verification_dense_pairs_and_scores(tiny_protocol:
                       progress=False).to_dict()
     lists = result["protocol"]["lists"]
     assert lists["operational"] == lists["verification_dense"]
+    assert len(scored) == 1 and scored[0] == sum(result["counts"]["dense_pairs"].values())
     section = result["metrics"]["operational"]
     assert all(not p["by_family"] for p in section["operating_points"])
 

@@ -6,14 +6,15 @@ A task type reads its protocol section (``tasks.<name>``, and ``metrics.<name>``
 ``status``) and says how they read (:class:`Metric`: label, unit, scale, higher is better),
 which the reports, plots and console summary use. The engine loops over a protocol's tasks.
 
-Built-ins: :mod:`.verification`, :mod:`.identification`, :mod:`.restoration`. A new task type is
+Built-ins: :mod:`.verification`, :mod:`.verification_dense`, :mod:`.operational`,
+:mod:`.identification`, :mod:`.restoration`. A new task type is
 one module: subclass :class:`Task`, then ``register_task(MyTask())`` (see
 ``docs/add-a-protocol.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -204,6 +205,14 @@ class Context:
     device_type: str  #: where ``embed_arrays`` runs ("cpu", "cuda"): its numbers depend on it
     embed_arrays: Callable[[FaceModel, torch.Tensor], np.ndarray]
     fit: Callable[[FaceModel], Any]
+    _derived: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+
+    def derived(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` once per ``key`` in this evaluation: what several tasks compute alike
+        (the scores of one pair list) is computed once."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def vectors(self, indices: np.ndarray) -> np.ndarray:
         """Embeddings of samples ``indices``."""

@@ -132,7 +132,7 @@ class Operational(Task):
 
     def run(self, config: OperationalTask, plan: Plan, ctx: Context) -> Outcome:
         pairs: PairList = plan.lists[1]
-        scores = pair_scores(config.lists, pairs, ctx)
+        scores = LISTS[config.lists].scores(pairs, ctx)
         settings = OperationalSettings.from_dict(ctx.protocol.metrics[self.name])
         samples = ctx.dataset.samples
         identities = np.unique([s.identity for s in samples], return_inverse=True)[1]
@@ -195,17 +195,6 @@ class Operational(Task):
         if not all(p["reliable"] for p in points):
             marks.append(DAGGER_NOTE)
         return [*lines, "  " + "; ".join(marks)]
-
-
-def pair_scores(lists: str, pairs: PairList, ctx: Context) -> np.ndarray:
-    """Scores as the lists' own task type computes them, so that its score file holds the very
-    values the operational numbers come from."""
-    if lists == "dense":
-        from meerbench.metrics.dense import pair_scores as dense_scores
-
-        return dense_scores(ctx.embeddings, ctx.row[pairs.ref], ctx.row[pairs.probe])
-    return np.einsum("ij,ij->i", ctx.vectors(pairs.ref),
-                     ctx.vectors(pairs.probe)).astype(np.float64)
 
 
 OPERATIONAL = Operational()

@@ -119,8 +119,7 @@ class Verification(Task):
 
     def run(self, config: VerificationTask, plan: Plan, ctx: Context) -> Outcome:
         pairs: PairList = plan.lists
-        scores = np.einsum("ij,ij->i", ctx.vectors(pairs.ref),
-                           ctx.vectors(pairs.probe)).astype(np.float64)
+        scores = self.scores(pairs, ctx)
         settings = VerificationSettings.from_dict(ctx.protocol.metrics[self.name])
         section = score_pairs(config.conditions, settings, ctx.dataset, pairs, scores)
         counts = {"pairs": {c: int((pairs.condition == c).sum()) for c in config.conditions}}
@@ -128,6 +127,12 @@ class Verification(Task):
         files = {} if path is None else {"scores": write_pair_scores(path, ctx.dataset, pairs,
                                                                      scores)}
         return Outcome(section, counts, files)
+
+    def scores(self, pairs: PairList, ctx: Context) -> np.ndarray:
+        """Cosine scores of ``pairs`` (float64), computed once per evaluation: the operational
+        task on the same lists reads the very values this task wrote to its score file."""
+        return ctx.derived((self.name, pairs.sha256), lambda: np.einsum(
+            "ij,ij->i", ctx.vectors(pairs.ref), ctx.vectors(pairs.probe)).astype(np.float64))
 
     @property
     def family_key(self) -> str:

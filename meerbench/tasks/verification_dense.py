@@ -61,11 +61,17 @@ class DenseVerification(Verification):
         """None: millions of pairs are no CSV; the protocol, seed and sha256 reproduce them."""
         return None
 
-    def run(self, config: DenseVerificationTask, plan: Plan, ctx: Context) -> Outcome:
+    def scores(self, pairs: PairList, ctx: Context) -> np.ndarray:
+        """Blocked matrix-product scores (:func:`meerbench.metrics.dense.pair_scores`), once per
+        evaluation."""
         from meerbench.metrics.dense import pair_scores
 
+        return ctx.derived((self.name, pairs.sha256), lambda: pair_scores(
+            ctx.embeddings, ctx.row[pairs.ref], ctx.row[pairs.probe]))
+
+    def run(self, config: DenseVerificationTask, plan: Plan, ctx: Context) -> Outcome:
         pairs: PairList = plan.lists
-        scores = pair_scores(ctx.embeddings, ctx.row[pairs.ref], ctx.row[pairs.probe])
+        scores = self.scores(pairs, ctx)
         settings = VerificationSettings.from_dict(ctx.protocol.metrics[self.name])
         section = score_pairs(config.conditions, settings, ctx.dataset, pairs, scores,
                               folds=False)
