@@ -16,8 +16,9 @@ from meerbench.metrics.operational import (
     error_rates,
     fmr_thresholds,
     operational_report,
+    paired_bootstrap_fnmr_difference,
 )
-from meerbench.metrics.stats import bootstrap_weights
+from meerbench.metrics.stats import bootstrap_weights, paired_p_values
 
 BOB = json.loads((Path(__file__).parent / "data" / "operational_bob.json").read_text())
 NO_BOOTSTRAP = OperationalSettings(fmr_targets=(0.1, 0.2, 0.3), bootstrap=0)
@@ -144,6 +145,48 @@ def test_identity_bootstrap_equals_brute_force_resampling() -> None:
     got = [e["fnmr"]["ci95"] for p in report["operating_points"]
            for e in (p["conditions"]["UMR-MP"], p["by_family"]["UMR-MP"]["b"])]
     assert np.array(got) == pytest.approx(np.column_stack([low, high]), abs=1e-12)
+
+
+def test_paired_fnmr_test_equals_brute_force_paired_resampling() -> None:
+    """Both models on each identity resample, each at its own threshold set again there."""
+    rng = np.random.default_rng(5)
+    blocks = {c: (np.round(rng.normal(m, 1, 30), 1).tolist(), np.round(rng.normal(0, 1, 60), 1)
+                  .tolist()) for c, m in (("UMR-UMP", 2.0), ("UMR-MP", 1.0))}
+    scores_a, labels, conds, _ = pairs(blocks)
+    scores_b = scores_a + np.where(labels == 1, rng.normal(0.4, 0.3, scores_a.size), 0)
+    groups = rng.integers(0, 12, scores_a.size)
+    targets, rounds, seed = (0.1, 0.05), 40, 7
+    found = paired_bootstrap_fnmr_difference(scores_a, scores_b, labels, conds, targets, groups,
+                                             rounds, seed)
+
+    def fnmr(s: np.ndarray, take: np.ndarray) -> np.ndarray:
+        again = operational_report(s[take], labels[take], conds[take],
+                                   OperationalSettings(targets, 0))
+        return np.array([[p["conditions"][c]["fnmr"]["value"] for c in ("UMR-UMP", "UMR-MP")]
+                         for p in again["operating_points"]], dtype=float)
+
+    everything = np.arange(scores_a.size)
+    point = fnmr(scores_a, everything) - fnmr(scores_b, everything)
+    brute = np.array([fnmr(scores_a, take) - fnmr(scores_b, take)
+                      for w in bootstrap_weights(scores_a.size, groups, rounds, seed)
+                      for take in [np.repeat(everything, w)]])
+    low, high = np.percentile(brute, [2.5, 97.5], axis=0)
+    assert [(e["target"], e["condition"]) for e in found] == [
+        (t, c) for t in targets for c in ("UMR-UMP", "UMR-MP")]
+    got = np.array([[e["difference"], *e["ci95"], e["p_value"]] for e in found])
+    expected = np.column_stack([point.ravel(), low.ravel(), high.ravel(),
+                                paired_p_values(brute.reshape(rounds, -1))])
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert (got[:, 0] > 0).all()  # B's genuine scores are higher: fewer misses
+    same = paired_bootstrap_fnmr_difference(scores_a, scores_a, labels, conds, targets, groups,
+                                            rounds, seed)
+    assert all(e["difference"] == 0 and e["ci95"] == [0, 0] and e["p_value"] == 1 for e in same)
+
+
+def test_paired_p_values_count_both_sides_and_never_reach_zero() -> None:
+    samples = np.array([[1.0, -1.0, 0.0], [2.0, np.nan, 0.0], [3.0, -2.0, 0.0]])
+    # column 0: none <= 0 -> 2 * 1/4; column 1: both < 0, 2 finite -> 2 * 1/3; column 2: ties
+    assert paired_p_values(samples) == pytest.approx([0.5, 2 / 3, 1.0])
 
 
 def test_reading_only_the_highest_impostors_changes_no_resample(monkeypatch) -> None:

@@ -131,3 +131,47 @@ def test_shipped_results_reproduce_the_documented_p_values(model: str, protocol:
     for key, shown in DOC_P_VALUES[(model, protocol)].items():
         digits = len(shown.split(".")[1]) if "." in shown else None
         assert (f"{p[key]:.0e}" if digits is None else f"{p[key]:.{digits}f}") == shown, key
+
+
+def test_dense_tar_and_operational_fnmr_have_paired_tests(tiny_protocol: Path,
+                                                          tmp_path: Path) -> None:
+    """From the dense score files: the difference is the Results' own, a model against itself
+    differs by nothing (p = 1), and the operational families have no test."""
+    import numpy as np
+    import yaml
+
+    from meerbench.engine.evaluate import evaluate
+    from meerbench.models.classical import PixelsModel
+    from meerbench.protocol import load_protocol
+    from meerbench.tasks.verification_dense import read_dense_scores
+
+    data = yaml.safe_load(tiny_protocol.read_text())
+    data["tasks"] = {"verification_dense": {"seed": 4},
+                     "operational": {"lists": "dense", "seed": 4}}
+    data["metrics"] = {"verification_dense": {"far_targets": [0.1, 0.01], "bootstrap": 0},
+                       "operational": {"fmr_targets": [0.1, 0.01], "bootstrap": 0}}
+    tiny_protocol.write_text(yaml.safe_dump(data))
+    proto = load_protocol(tiny_protocol)
+    out = tmp_path / "results"
+    for model in ("pixels", PixelsModel("blurred", sigma=3.0)):
+        evaluate(model, proto, out_dir=out, progress=False)
+    a, b = (load_runs([out / f"{m}__tiny.json"])[0] for m in ("pixels", "blurred"))
+    dense = read_dense_scores(out / "pixels__tiny.dense-scores.npz")
+    assert dense.same_pairs(read_dense_scores(out / "blurred__tiny.dense-scores.npz"))
+    assert len(np.unique(dense.identities)) == 20  # probe identities: the bootstrap's clusters
+
+    found = comparison(a, b, rounds=60)
+    assert found["notes"] == []
+    rows = {(r["condition"], r["metric"], r["note"] is None and r["test"]): r
+            for r in found["rows"]}
+    tested = {(c, m) for c, m, test in rows if test == "paired bootstrap"}
+    assert {(c, f"tar@{t}") for c in ("UMR-UMP", "UMR-MP", "MR-MP") for t in (0.1, 0.01)} <= \
+        tested
+    assert {(c, f"fnmr@{t}") for c in ("UMR-UMP", "UMR-MP", "MR-MP") for t in (0.1, 0.01)} <= \
+        tested
+    assert not any("/" in c for c, _ in tested)  # per-family rows: no test
+    for row in found["rows"]:
+        if row["test"] == "paired bootstrap":  # B - A of the Results' own numbers
+            assert row["ci95"] is not None and 0 < row["p_value"] <= 1
+    itself = comparison(a, a, rounds=60)["rows"]
+    assert [r["p_value"] for r in itself if r["test"]] == [1.0] * len(tested)

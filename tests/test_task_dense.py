@@ -213,3 +213,29 @@ def test_synthmask_v2_dense_lists_have_the_documented_sizes():
         sel = pairs.condition == cond
         assert (int(pairs.label[sel].sum()), int((~pairs.label[sel].astype(bool)).sum())) == (
             n_genuine, 5_000_000)
+
+
+def test_a_bad_dense_score_file_is_named_with_what_is_wrong(tmp_path):
+    from meerbench.errors import DatasetError
+    from meerbench.tasks.verification_dense import read_dense_scores
+
+    good = {"keys": np.array(["a", "b", "c"]), "identities": np.array(["x", "x", "y"]),
+            "conditions": np.array(["UMR-UMP"]), "ref": np.array([0, 0], np.int32),
+            "probe": np.array([1, 2], np.int32), "label": np.array([1, 0], np.uint8),
+            "condition": np.array([0, 0], np.uint8), "score": np.array([0.5, 0.1], np.float32)}
+    path = tmp_path / "m__p.dense-scores.npz"
+    np.savez_compressed(path, **good)
+    read = read_dense_scores(path)
+    assert read.probe_identity.tolist() == [0, 1] and read.label.tolist() == [True, False]
+    for change, message in (
+            ({"identities": None}, "lacks array\\(s\\) identities"),
+            ({"probe": np.array([1, 3], np.int32)}, "'probe' holds values outside \\[0, 3\\)"),
+            ({"label": np.array([1], np.uint8)}, "label do not match"),
+            ({"condition": np.array([0, 1], np.uint8)}, "'condition' holds values outside")):
+        arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
+        np.savez_compressed(path, **arrays)
+        with pytest.raises(DatasetError, match=f"{path.name}.*{message}"):
+            read_dense_scores(path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="not a dense score file"):
+        read_dense_scores(path)

@@ -36,6 +36,7 @@ from meerbench.metrics.stats import (
     bootstrap_samples,
     cluster_index,
     interval_json,
+    paired_p_values,
     percentile_interval,
 )
 from meerbench.metrics.verification import check_distinct, check_far_targets, check_sampling
@@ -154,6 +155,64 @@ class _Thresholds:
         return self._finders[length](self.targets, np.r_[head, total - head.sum()])
 
 
+class OperationalRates:
+    """FNMR, FMR and mask penalty of every condition (and family) at the thresholds set on the
+    reference impostors of one cluster resample: the statistic of :func:`operational_report`
+    and of :func:`paired_bootstrap_fnmr_difference`.
+
+    ``keys``: (condition, family) per subset, conditions first ("" family), then each
+    condition's families in name order; calling it with cluster multiplicities gives an array
+    (targets, keys, :data:`RATES`).
+    """
+
+    def __init__(self, scores: ArrayLike, labels: ArrayLike, conditions: ArrayLike,
+                 targets: Sequence[float], groups: ArrayLike | None = None,
+                 families: ArrayLike | None = None) -> None:
+        s, y, (cond, cond_names), (fam, fam_names) = _inputs(scores, labels, conditions,
+                                                              families)
+        reference = cond == (cond_names.index(REFERENCE) if REFERENCE in cond_names else -1)
+        if not (y[reference].any() and (~y[reference]).any()):
+            raise MetricInputError(f"the {REFERENCE} condition needs genuine and impostor "
+                                   "pairs: it sets the threshold and the FNMR the mask penalty "
+                                   "is relative to")
+        cluster, n_clusters = (np.arange(s.size), s.size) if groups is None else cluster_index(
+            groups, s.size)
+        cluster = cluster.astype(np.int32 if n_clusters < 2**31 else np.int64)
+        ranked = np.argsort(-s)  # one sort, every subset keeps its order (ties in any order)
+        s, y, cluster, cond_ranked, fam_ranked = (a[ranked] for a in (s, y, cluster, cond, fam))
+
+        def subset(in_subset: np.ndarray) -> _Subset:
+            return _Subset(s, y, cluster, in_subset, n_clusters)
+
+        self.subsets = {(c, ""): subset(cond_ranked == i) for i, c in enumerate(cond_names)}
+        for i, c in enumerate(cond_names):  # then each condition's families, in name order
+            present = np.flatnonzero(np.bincount(fam[cond == i], minlength=len(fam_names))) if (
+                c != REFERENCE) else []
+            for name, f in sorted((fam_names[f], f) for f in present if fam_names[f]):
+                self.subsets[(c, name)] = subset((cond_ranked == i) & (fam_ranked == f))
+        self.keys = list(self.subsets)
+        self.n_clusters, self.targets = n_clusters, tuple(targets)
+        self.reference = self.subsets[(REFERENCE, "")]
+        self.thresholds = _Thresholds(self.reference, self.targets)
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """(targets, keys, RATES) for cluster multiplicities ``weights``."""
+        out = np.full((len(self.targets), len(self.keys), len(RATES)), np.nan)
+        found = self.thresholds(weights)
+        if found is None:
+            return out
+        for j, key in enumerate(self.keys):
+            out[:, j, 0], out[:, j, 1] = self.subsets[key].rates(found[0], weights)
+        reference_fnmr = out[:, self.keys.index((REFERENCE, "")), 0][:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):  # no reference error: undefined
+            out[:, :, 2] = np.where(reference_fnmr > 0, out[:, :, 0] / reference_fnmr, np.nan)
+        return out
+
+    def ones(self) -> np.ndarray:
+        """The multiplicities of the full sample (every cluster once)."""
+        return np.ones(self.n_clusters, np.int64)
+
+
 def operational_report(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -170,50 +229,14 @@ def operational_report(
     pair, e.g. the probe identity) are resampled for the intervals, else pairs.
     """
     settings = settings or OperationalSettings()
-    s, y, (cond, cond_names), (fam, fam_names) = _inputs(scores, labels, conditions, families)
-    reference = cond == (cond_names.index(REFERENCE) if REFERENCE in cond_names else -1)
-    if not (y[reference].any() and (~y[reference]).any()):
-        raise MetricInputError(f"the {REFERENCE} condition needs genuine and impostor pairs: it "
-                               "sets the threshold and the FNMR the mask penalty is relative to")
-    cluster, n_clusters = (np.arange(s.size), s.size) if groups is None else cluster_index(
-        groups, s.size)
-    cluster = cluster.astype(np.int32 if n_clusters < 2**31 else np.int64)
-    ranked = np.argsort(-s)  # one sort, every subset keeps its order (ties in any order)
-    s, y, cluster, cond_ranked, fam_ranked = (a[ranked] for a in (s, y, cluster, cond, fam))
-
-    def subset(in_subset: np.ndarray) -> _Subset:
-        return _Subset(s, y, cluster, in_subset, n_clusters)
-
-    subsets = {(c, ""): subset(cond_ranked == i) for i, c in enumerate(cond_names)}
-    for i, c in enumerate(cond_names):  # then each condition's families, in name order
-        present = np.flatnonzero(np.bincount(fam[cond == i], minlength=len(fam_names))) if (
-            c != REFERENCE) else []
-        for name, f in sorted((fam_names[f], f) for f in present if fam_names[f]):
-            subsets[(c, name)] = subset((cond_ranked == i) & (fam_ranked == f))
-    keys = list(subsets)
-    ref = subsets[(REFERENCE, "")]
     targets = settings.fmr_targets
-    threshold = _Thresholds(ref, targets)
-
-    def statistic(weights: np.ndarray) -> np.ndarray:
-        """(targets, subsets, RATES) for cluster multiplicities ``weights``."""
-        out = np.full((len(targets), len(keys), len(RATES)), np.nan)
-        found = threshold(weights)
-        if found is None:
-            return out
-        thresholds = found[0]
-        for j, key in enumerate(keys):
-            out[:, j, 0], out[:, j, 1] = subsets[key].rates(thresholds, weights)
-        reference_fnmr = out[:, keys.index((REFERENCE, "")), 0][:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):  # no reference error: undefined
-            out[:, :, 2] = np.where(reference_fnmr > 0, out[:, :, 0] / reference_fnmr, np.nan)
-        return out
-
-    point = statistic(np.ones(n_clusters, np.int64))
-    thresholds, achieved = threshold(np.ones(n_clusters, np.int64))
+    statistic = OperationalRates(scores, labels, conditions, targets, groups, families)
+    keys, subsets, ref = statistic.keys, statistic.subsets, statistic.reference
+    point = statistic(statistic.ones())
+    thresholds, achieved = statistic.thresholds(statistic.ones())
     intervals = np.full(point.shape + (2,), np.nan)
     if settings.bootstrap:  # clusters drawn as bootstrap_weights draws them for ``groups``
-        samples = bootstrap_samples(lambda w: statistic(w).ravel(), n_clusters, None,
+        samples = bootstrap_samples(lambda w: statistic(w).ravel(), statistic.n_clusters, None,
                                     settings.bootstrap, settings.seed)
         intervals = percentile_interval(samples).reshape(intervals.shape)
 
@@ -241,6 +264,38 @@ def operational_report(
             "conditions": by_condition, "by_family": by_family})
     return {"rule": RULE, "reference": REFERENCE, "min_false_matches": MIN_FALSE_MATCHES,
             "bootstrap": settings.bootstrap, "seed": settings.seed, "operating_points": points}
+
+
+def paired_bootstrap_fnmr_difference(
+    scores_a: ArrayLike,
+    scores_b: ArrayLike,
+    labels: ArrayLike,
+    conditions: ArrayLike,
+    targets: Sequence[float],
+    groups: ArrayLike | None = None,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """FNMR of model A minus model B on the same pairs, each model at its own threshold (set on
+    its own :data:`REFERENCE` impostors at each FMR target), with a paired bootstrap: both
+    models see the same resample of ``groups`` (else pairs) in every round, and each resample
+    sets both thresholds again.
+
+    One entry per (target, condition): ``target``, ``condition``, ``difference`` (A - B, a
+    share), ``ci95`` (percentile, or None) and ``p_value`` (:func:`paired_p_values`).
+    """
+    a, b = (OperationalRates(s, labels, conditions, targets, groups) for s in (scores_a, scores_b))
+
+    def difference(weights: np.ndarray) -> np.ndarray:
+        return a(weights)[:, :, 0] - b(weights)[:, :, 0]
+
+    point = difference(a.ones())
+    samples = bootstrap_samples(lambda w: difference(w).ravel(), a.n_clusters, None, rounds, seed)
+    intervals = percentile_interval(samples).reshape(point.shape + (2,))
+    p_values = paired_p_values(samples).reshape(point.shape)
+    return [{"target": target, "condition": condition, "difference": _value(point[t, j]),
+             "ci95": interval_json(intervals[t, j]), "p_value": float(p_values[t, j])}
+            for t, target in enumerate(a.targets) for j, (condition, _) in enumerate(a.keys)]
 
 
 def _inputs(scores: ArrayLike, labels: ArrayLike, conditions: ArrayLike,

@@ -125,6 +125,18 @@ def percentile_interval(samples: ArrayLike, alpha: float = 0.05) -> np.ndarray:
     return out[0] if values.ndim == 1 else out
 
 
+def paired_p_values(samples: ArrayLike) -> np.ndarray:
+    """Two-sided p-value for "no difference" per column of bootstrap differences (rounds, ...):
+    2 x the smaller share of finite resamples on either side of 0, counted as
+    (1 + count) / (1 + resamples) so it is never 0, capped at 1. Shape: ``samples.shape[1:]``."""
+    values = np.asarray(samples, dtype=np.float64)
+    finite = (~np.isnan(values)).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        below = (1 + (values <= 0).sum(axis=0)) / (1 + finite)
+        above = (1 + (values >= 0).sum(axis=0)) / (1 + finite)
+    return np.minimum(1.0, 2.0 * np.minimum(below, above))
+
+
 def bootstrap_ci(
     statistic: Statistic,
     n: int,

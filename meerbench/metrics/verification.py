@@ -28,6 +28,7 @@ from meerbench.metrics.stats import (
     bootstrap_samples,
     cluster_index,
     interval_json,
+    paired_p_values,
     percentile_interval,
     unique_inverse,
 )
@@ -867,9 +868,8 @@ def paired_bootstrap_tar_difference(
 ) -> dict[str, Any]:
     """TAR@FAR of model A minus model B on the same pairs, with a paired bootstrap.
 
-    Both models see the same resample in every round. The p-value is two-sided for "no
-    difference": 2 x the smaller share of resampled differences on either side of 0, counted as
-    (1 + count) / (1 + rounds) so it is never 0, capped at 1.
+    Both models see the same resample in every round; the p-value is
+    :func:`~meerbench.metrics.stats.paired_p_values`' two-sided one for "no difference".
     """
     (target,) = check_far_targets([target])
     sorted_a = SortedScores(scores_a, labels)
@@ -885,9 +885,6 @@ def paired_bootstrap_tar_difference(
 
     samples = bootstrap_samples(difference, n_items, groups if grouped_a is None else None,
                                 rounds, seed, batched=True)
-    finite = samples[~np.isnan(samples)]
-    below = (1 + np.count_nonzero(finite <= 0)) / (1 + finite.size)
-    above = (1 + np.count_nonzero(finite >= 0)) / (1 + finite.size)
     return {"difference": float(difference(np.ones((1, n_items), np.int64))[0]),
             "ci95": interval_json(percentile_interval(samples)),
-            "p_value": min(1.0, 2.0 * min(below, above))}
+            "p_value": float(paired_p_values(samples))}

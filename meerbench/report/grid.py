@@ -24,6 +24,7 @@ from meerbench.protocol import task_types
 from meerbench.protocol.sampling import CONDITIONS
 from meerbench.results import read_results, result_file
 from meerbench.tasks import Cell, Metric, sections
+from meerbench.tasks.verification_dense import DenseScores, read_dense_scores
 
 __all__ = ["Cell", "Column", "Grid", "Metric", "ProtocolKey", "Run", "load_runs", "matches",
            "run_cells"]
@@ -94,6 +95,11 @@ class Run:
         path = self.file("scores")
         return None if path is None else _load_scores(path)
 
+    def dense_scores(self) -> DenseScores | None:
+        """The dense verification scores (``files.dense_scores``), read once per process."""
+        path = self.file("dense_scores")
+        return None if path is None else load_dense_scores(path)
+
     def samples(self) -> dict[str, np.ndarray] | None:
         """The restoration samples (:data:`SAMPLE_ARRAYS`), read once per process."""
         path = self.file("restoration_samples")
@@ -108,6 +114,12 @@ class Run:
 @lru_cache(maxsize=64)
 def _load_scores(path: Path) -> ScoreTable:
     return load_scores(path)
+
+
+@lru_cache(maxsize=4)  # hundreds of MB each
+def load_dense_scores(path: Path) -> DenseScores:
+    """A dense score file, read once per process (paired tests read each file many times)."""
+    return read_dense_scores(path)
 
 
 @lru_cache(maxsize=64)
