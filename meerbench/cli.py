@@ -560,8 +560,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     settings = VerificationSettings.from_dict({
         "accuracy_rule": args.accuracy_rule, "far_targets": args.far, "tar_rule": args.tar_rule,
         "eer_rule": args.eer_rule, "bootstrap": args.bootstrap, "seed": args.seed})
-    table = load_scores(args.scores, None if args.save_parquet else
-                        ("probe_id", "fold", "condition"))
+    # probe identities serve the bootstrap and identity folds only: without them, not parsed
+    wanted = ("fold", "condition", *(("probe_id",) if args.bootstrap else ()))
+    table = load_scores(args.scores, None if args.save_parquet else wanted)
+    if table.folds is None and table.probe_ids is None and args.folds_by != "order" and \
+            "probe_id" not in wanted:
+        table = load_scores(args.scores, (*wanted, "probe_id"))
     if args.save_parquet:
         write_table_parquet(args.save_parquet, table)
     n = len(table.scores)
