@@ -23,7 +23,7 @@ def test_compare_gives_differences_and_paired_tests(tmp_path: Path) -> None:
     code, text = compare_command(str(tmp_path / "gamma__synthA.json"),
                                  str(tmp_path / "alpha__synthA.json"), rounds=200)
     assert code == 0 and text.startswith("## alpha (B) vs gamma (A) on synthA v1")
-    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[1:3]): line
             for line in text.splitlines() if line.startswith("| ") and "Condition" not in line}
     assert {cond for cond, _ in rows} == {"UMR-MP", "MR-MP", "identification"}
     acc = rows[("UMR-MP", "Accuracy (%)")]
@@ -31,7 +31,8 @@ def test_compare_gives_differences_and_paired_tests(tmp_path: Path) -> None:
     tar = rows[("MR-MP", "TAR@FAR=0.1 (%)")]
     assert re.search(r"\| \[\+\d+\.\d\d, \+\d+\.\d\d\] \| [\d.e-]+\*\* \| paired bootstrap \|",
                      tar), tar
-    assert rows[("MR-MP", "EER (%)")].split("|")[5].strip().startswith("-")  # B has lower EER
+    assert rows[("MR-MP", "EER (%)")].split("|")[6].strip().startswith("-")  # B has lower EER
+    assert rows[("MR-MP", "EER (%)")].startswith("| Verification | MR-MP |")
     assert rows[("identification", "Rank-1 (%)")].rstrip(" |").endswith("–")
 
     with pytest.raises(MeerbenchError, match="different protocols"):
@@ -67,15 +68,17 @@ def test_comparison_is_data_and_compare_renders_it(tmp_path: Path) -> None:
     assert rows[("MR-MP", "eer")]["note"] == NO_TEST and rows[("MR-MP", "eer")]["p_value"] is None
     text = compare(a, b, rounds=200)
     for row in (acc, tar):  # every number of the table comes from the data
-        line = next(li for li in text.splitlines() if li.startswith(f"| {row['condition']} | ")
+        line = next(li for li in text.splitlines()
+                    if li.startswith(f"| {row['task']} | {row['condition']} | ")
                     and f"| {row['label']} (%) |" in li)
-        cells = [c.strip() for c in line.strip("|").split("|")]
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
         assert cells[2:5] == [f"{row['a']:.2f}", f"{row['b']:.2f}", f"{row['diff']:+.2f}"]
         assert cells[6] == f"{row['p_value']:.3g}{row['marker']}" and cells[7] == row["test"]
     assert "Missing score file" not in text
     coarse = rows[("MR-MP", "tar@0.005")]  # 0.005 x 100 impostors < 1: not measured
     assert tar["a_reliable"] and tar["b_reliable"] and not coarse["a_reliable"]
-    line = next(li for li in text.splitlines() if li.startswith("| MR-MP | TAR@FAR=5e-3"))
+    line = next(li for li in text.splitlines()
+                if li.startswith("| Verification | MR-MP | TAR@FAR=5e-3"))
     assert f"| {coarse['a']:.2f}† | {coarse['b']:.2f}† |" in line
     assert "\n† not measured: target x negatives < 1" in text
 
@@ -170,6 +173,8 @@ def test_dense_tar_and_operational_fnmr_have_paired_tests(tiny_protocol: Path,
     assert {(c, f"fnmr@{t}") for c in ("UMR-UMP", "UMR-MP", "MR-MP") for t in (0.1, 0.01)} <= \
         tested
     assert not any("/" in c for c, _ in tested)  # per-family rows: no test
+    assert {r["task"] for r in found["rows"] if r["test"]} == {"Dense verification",
+                                                               "Operational"}
     for row in found["rows"]:
         if row["test"] == "paired bootstrap":  # B - A of the Results' own numbers
             assert row["ci95"] is not None and 0 < row["p_value"] <= 1

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from meerbench.errors import MeerbenchError
+from meerbench.protocol import task_type
 from meerbench.report.grid import Run, run_cells
 from meerbench.report.significance import (
     NO_TEST,
@@ -26,8 +27,10 @@ from meerbench.tasks import DAGGER, DAGGER_LEGEND
 def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, Any]:
     """B - A for every number both Results hold, with paired tests where the metric has one.
 
-    Paired tests (McNemar for accuracy, paired bootstrap for TAR@FAR) use the score files next
-    to the Results. Each row: ``condition``, ``metric`` (key), ``label``, ``unit``, ``digits``
+    Paired tests (:mod:`meerbench.report.significance`) use the score files next to the
+    Results. Each row: ``task`` (its title: two tasks may share a condition and a metric label,
+    e.g. 10-fold and dense TAR@FAR), ``condition``, ``metric`` (key), ``label``, ``unit``,
+    ``digits``
     (as the reports show it), ``a``, ``b``, ``diff`` and ``ci95`` (of B - A) in ``unit`` (percent
     for rates), ``a_reliable``/``b_reliable`` (False: not measured at this operating point, shown
     with a dagger), ``p_value``, ``marker`` (``*`` p < 0.05, ``**`` p < 0.01), ``test`` (its
@@ -48,7 +51,8 @@ def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, A
         test = paired_test(b, a, column, rounds, seed)
         found = test if isinstance(test, PairedTest) else None
         rows.append({
-            "condition": column.condition, "metric": m.key, "label": m.label, "unit": m.unit,
+            "task": task_type(m.task).title, "condition": column.condition, "metric": m.key,
+            "label": m.label, "unit": m.unit,
             "digits": m.digits, "a": m.scale * ca.value, "b": m.scale * cb.value,
             "diff": m.scale * (cb.value - ca.value),
             "a_reliable": ca.reliable, "b_reliable": cb.reliable,
@@ -63,8 +67,8 @@ def comparison(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> dict[str, A
 
 
 #: The columns of the table :func:`compare` prints, and their Markdown alignment (after the first).
-COLUMNS = ("Condition", "Metric", "A", "B", "B - A", "95% CI of B - A", "p", "Test")
-ALIGN = (":--", "--:", "--:", "--:", "--:", "--:", ":--")
+COLUMNS = ("Task", "Condition", "Metric", "A", "B", "B - A", "95% CI of B - A", "p", "Test")
+ALIGN = (":--", ":--", "--:", "--:", "--:", "--:", "--:", ":--")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -79,8 +83,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
     name = "–" if row["note"] == NO_TEST else md(row["test"] or row["note"])
     unit = f" ({row['unit']})" if row["unit"] else ""
     a, b = (f"{row[k]:.{digits}f}{'' if row[f'{k}_reliable'] else DAGGER}" for k in "ab")
-    return [md(row["condition"]), f"{row['label']}{unit}", a, b, f"{row['diff']:+.{digits}f}",
-            ci, p_value, name]
+    return [md(row["task"]), md(row["condition"]), f"{row['label']}{unit}", a, b,
+            f"{row['diff']:+.{digits}f}", ci, p_value, name]
 
 
 def compare(a: Run, b: Run, rounds: int = 1000, seed: int = 0) -> str:
