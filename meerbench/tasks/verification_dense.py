@@ -59,7 +59,9 @@ class DenseVerification(Verification):
 
     def plan(self, config: DenseVerificationTask, dataset: Dataset) -> Plan:
         pairs = build_dense_pairs(config, dataset)
-        return Plan(np.unique(np.r_[pairs.ref, pairs.probe]), pairs.sha256, pairs)
+        used = np.zeros(len(dataset.samples), bool)  # a mark per image: O(pairs), no sort
+        used[pairs.ref] = used[pairs.probe] = True
+        return Plan(np.flatnonzero(used), pairs.sha256, pairs)
 
     def list_file(self, plan: Plan, keys: list[str]) -> ListFile | None:
         """None: millions of pairs are no CSV; the protocol, seed and sha256 reproduce them."""

@@ -44,15 +44,20 @@ class RootGuard:
         return path
 
     def _resolve(self, path: str) -> str:
-        """As ``Path.resolve`` (which also refuses symlink loops), resolving each folder once."""
+        """As ``Path.resolve`` (which also refuses symlink loops), one ``lstat`` per file and per
+        folder: a folder is its resolved parent plus its name unless it is a symlink."""
         folder, name = os.path.split(path)
         if name in ("", ".", ".."):
             return str(Path(path).resolve())
+        full = os.path.join(self._folder(folder), name)
+        return str(Path(full).resolve()) if os.path.islink(full) else full
+
+    def _folder(self, folder: str) -> str:
         resolved = self._folders.get(folder)
         if resolved is None:
-            resolved = self._folders[folder] = str(Path(folder or ".").resolve())
-        full = os.path.join(resolved, name)
-        return str(Path(full).resolve()) if os.path.islink(full) else full
+            resolved = self._folders[folder] = self._resolve(folder) if folder not in (
+                "", os.sep) else str(Path(folder or ".").resolve())
+        return resolved
 
 
 def option_path(root: Path, value: str, dataset: str, option: str) -> Path:
