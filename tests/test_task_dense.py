@@ -3,6 +3,7 @@ blocked scoring, and the task type end to end through a run, its Result, side fi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -239,3 +240,28 @@ def test_a_bad_dense_score_file_is_named_with_what_is_wrong(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="not a dense score file"):
         read_dense_scores(path)
+
+
+def test_dense_pairs_are_drawn_once_and_read_back_from_the_store(monkeypatch):
+    """A second dataset object with the same samples reads the stored list (equal arrays, dtypes
+    and sha256); another identity label draws again."""
+    from meerbench.protocol import sampling
+
+    task = DenseVerificationTask(3, ALL, 50)
+    first = build_dense_pairs(task, dataset(twins=True))
+    drawn = []
+    original = sampling._dense_pairs
+    monkeypatch.setattr(sampling, "_dense_pairs",
+                        lambda *a: drawn.append(1) or original(*a))
+    again = build_dense_pairs(task, dataset(twins=True))
+    assert drawn == [] and again.sha256 == first.sha256
+    for name in ("ref", "probe", "label", "fold", "condition"):
+        a, b = getattr(first, name), getattr(again, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+    other = dataset(twins=True)
+    other.samples[0] = dataclasses.replace(other.samples[0], identity="someone-else")
+    redrawn = build_dense_pairs(task, other)
+    assert drawn == [1] and redrawn.sha256 != first.sha256
+    build_dense_pairs(DenseVerificationTask(4, ALL, 50), dataset(twins=True))  # another seed
+    assert drawn == [1, 1]
