@@ -44,6 +44,11 @@ def test_ranks_only_complete_models_and_never_mixes_versions(results: Path,
         ("alpha", 1), ("beta", None), ("delta", None), ("gamma", None)]
     missing = {m["model"]: m["aggregates"]["mean:acc"]["missing"] for m in board["models"]}
     assert len(missing["beta"]) == 3 and all(k.startswith("synthA/v3/") for k in missing["beta"])
+    averaged = board["aggregates"][0]["columns"]  # synthA's newest version and synthB: no v1
+    assert len(averaged) == 6 and not any(k.startswith("synthA/v1/") for k in averaged)
+    alpha = next(m for m in board["models"] if m["model"] == "alpha")
+    assert alpha["aggregates"]["mean:acc"]["value"] == pytest.approx(
+        sum(alpha["cells"][k]["value"] for k in averaged) / 6)
     versions = {(c["protocol"], c["version"]) for c in board["columns"]}
     assert versions == {("synthA", 1), ("synthA", 3), ("synthB", 2)}
     for column in board["columns"]:  # each column: one protocol id, version and sha256

@@ -41,7 +41,8 @@ from meerbench.tasks.operational import OPERATIONAL
 SCHEMA = "meerbench.leaderboard/1"
 #: (task, metric, label, conditions or None for every condition). The first one present ranks:
 #: the operational FNMR of masked comparisons at FMR 1e-4 (SynthMask v2), else verification
-#: accuracy.
+#: accuracy. Every aggregate averages the columns of each protocol's newest version present (a
+#: mean never mixes versions; older versions keep their tables).
 AGGREGATES = (("operational", "fnmr@0.0001", "Mean operational FNMR@FMR=1e-4 of UMR-MP and MR-MP",
                ("UMR-MP", "MR-MP")),
               ("verification", "acc", "Mean verification accuracy", None),
@@ -53,8 +54,12 @@ def build_leaderboard(grid: Grid, plots: Plots | None = None,
                       base: Path | None = None) -> dict[str, Any]:
     """The leaderboard as JSON-ready data; plot paths are made relative to ``base``."""
     aggregates = []
+    newest: dict[str, int] = {}  # aggregates read each protocol's newest version only
+    for c in grid.columns:
+        newest[c.protocol.id] = max(newest.get(c.protocol.id, 0), c.protocol.version)
     for task, key, label, conditions in AGGREGATES:  # columns no model has a value in: left out
         cols = [c for c in grid.columns if (c.metric.task, c.metric.key) == (task, key)
+                and c.protocol.version == newest[c.protocol.id]
                 and (conditions is None or c.condition in conditions) and any(
             (cell := grid.cell(m, c)) is not None and cell.value is not None for m in grid.models)]
         if cols:

@@ -114,8 +114,8 @@ def ranking_note(board: dict[str, Any]) -> str:
     label = first["label"][0].lower() + first["label"][1:]
     lower = "" if first["higher_is_better"] else " (lower is better)"
     return (f"Ranked by {label}{lower} over {len(first['columns'])} distinct "
-            f"(protocol, condition) columns{once}; a model without a value in every one of "
-            "them is not ranked.")
+            f"(protocol, condition) columns{once}, each protocol's newest version; a model "
+            "without a value in every one of them is not ranked.")
 
 
 def _where(c: dict[str, Any]) -> str:
