@@ -155,3 +155,16 @@ def test_a_column_that_repeats_another_counts_once(tmp_path: Path) -> None:
     board = json.loads(write_leaderboard(load_runs([results, moved]), tmp_path / "r2",
                                          plots=False)[0].read_text())
     assert len(board["aggregates"][0]["columns"]) == 9 and board["aggregates"][0]["repeats"] == {}
+
+
+def test_regression_tolerance_widens_where_few_impostors_set_the_threshold() -> None:
+    """Rates at FAR/FMR <= 1e-4 rest on a few dozen impostor scores: 0.005; others 0.001;
+    the mask penalty, a ratio, 0.05."""
+    from meerbench.tasks.operational import metric as operational_metric
+    from meerbench.tasks.verification import metric
+
+    assert [metric(f"tar@{t}", task).tolerance for task in ("verification", "verification_dense")
+            for t in (1e-3, 1e-4, 1e-5)] == [0.001, 0.005, 0.005] * 2
+    assert metric("acc").tolerance == metric("eer").tolerance == 0.001
+    assert [operational_metric(f"{k}@{t}").tolerance for k in ("fnmr", "fmr", "mask_penalty")
+            for t in (0.001, 0.0001)] == [0.001, 0.005, 0.001, 0.005, 0.05, 0.05]

@@ -194,7 +194,7 @@ def leaderboard_markdown(board: dict[str, Any], report: Report) -> str:
               "`meerbench leaderboard RESULTS --check reports/` fails when a value moves by more "
               "than its tolerance (raw units: fractions for rates, dB for PSNR).", "",
               "| Metric | Tolerance |", "|:--|--:|"]
-    tolerances = {c["label"].split("=")[0]: c["tolerance"] for c in board["columns"]}
+    tolerances = {c["label"]: c["tolerance"] for c in board["columns"]}
     tolerances.update({a["label"]: a["tolerance"] for a in aggs})
     lines += [f"| {label} | {tol:g} |" for label, tol in tolerances.items()]
     if board["plots"]:

@@ -42,12 +42,15 @@ from meerbench.tasks import (
     interval,
     sci,
 )
-from meerbench.tasks.verification import VERIFICATION, Verification
+from meerbench.tasks.verification import VERIFICATION, Verification, low_rate_tolerance
 from meerbench.tasks.verification_dense import VERIFICATION_DENSE
 
 #: ``lists`` -> the task type whose pair fields, lists and scoring the operational task uses.
 LISTS: dict[str, Verification] = {"sampled": VERIFICATION, "dense": VERIFICATION_DENSE}
 
+#: Regression tolerance of a mask penalty (a ratio: a 0.1-point move of the reference FNMR of
+#: 7% moves the penalty at FMR 1e-3 by 0.05).
+PENALTY_TOLERANCE = 0.05
 #: The rates of one operating point, in table order: key prefix, label, unit, scale.
 RATES = (("fnmr", "FNMR", "%", 100.0), ("fmr", "FMR", "%", 100.0),
          ("mask_penalty", "Mask penalty", "x", 1.0))
@@ -67,8 +70,9 @@ def metric(key: str) -> Metric:
     index = [r[0] for r in RATES].index(kind)
     _, label, unit, scale = RATES[index]
     value = float(target)
+    tolerance = PENALTY_TOLERANCE if kind == "mask_penalty" else low_rate_tolerance(value)
     return Metric(key, "operational", f"{label}@FMR={sci(value)}", unit, False, scale=scale,
-                  order=(index, -value))
+                  order=(index, -value), tolerance=tolerance)
 
 
 @dataclass(frozen=True)
