@@ -264,13 +264,13 @@ def test_result_and_cache_key_hold_the_resolved_precision_and_device(tmp_path: P
     write_faces(tmp_path / "a", seed=1)
     auto = evaluate("meer-s", str(proto), data=tmp_path / "a", out_dir=None, progress=False,
                     device="cpu")
-    assert auto.provenance["device"] == "cpu" and auto.provenance["precision"] == "bf16"
+    assert auto.provenance["device"] == "cpu" and auto.provenance["precision"] == "fp32"
     explicit = evaluate("meer-s", str(proto), data=tmp_path / "a", out_dir=None, progress=False,
-                        device="cpu", precision="bf16")
-    assert explicit.timings["embed_cache_hit"]  # "auto" resolved to bf16 here: the same numbers
-    fp32 = evaluate("meer-s", str(proto), data=tmp_path / "a", out_dir=None, progress=False,
-                    device="cpu", precision="fp32")
-    assert not fp32.timings["embed_cache_hit"] and fp32.provenance["precision"] == "fp32"
+                        device="cpu", precision="fp32")
+    assert explicit.timings["embed_cache_hit"]  # "auto" resolved to fp32 on CPU: same numbers
+    bf16 = evaluate("meer-s", str(proto), data=tmp_path / "a", out_dir=None, progress=False,
+                    device="cpu", precision="bf16")
+    assert not bf16.timings["embed_cache_hit"] and bf16.provenance["precision"] == "bf16"
     keys = [json.loads((p / "record.json").read_text())["key"]
             for p in (tmp_path / "home" / "embeddings").iterdir() if p.name.startswith("meer")]
     assert sorted(k["precision"] for k in keys) == ["bf16", "fp32"]

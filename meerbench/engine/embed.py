@@ -85,10 +85,15 @@ class EmbedOutput:
 
 
 def auto_precision(device: torch.device) -> str:
-    """bf16 on CPU and on GPUs that support it, else fp16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16"
-    return "bf16"
+    """fp32 on CPU; bf16 on GPUs that support it, else fp16.
+
+    Not bf16 on CPU: its kernels round differently on different processors, so the same model
+    gave numbers up to 0.2 points apart on two machines (an AMD EPYC and an Intel Xeon with
+    AMX-BF16; docs/protocols.md), and a benchmark's CPU numbers must not depend on the machine.
+    ``--precision bf16`` still asks for it."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def resolve_precision(model: FaceModel, device: torch.device, precision: str) -> str:
