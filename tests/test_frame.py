@@ -1,7 +1,7 @@
 """The tidy frame of Results (meerbench.load_results) and its export, checked against the JSON.
 
 The expected numbers are read from the Result JSON here, independently of the task types' typed
-sections the frame is built from: the 16 committed reference Results, and a fresh run on the
+sections the frame is built from: the 24 committed reference Results, and a fresh run on the
 tiny protocol that also carries a task type registered by the test.
 """
 
@@ -28,47 +28,61 @@ from tests.conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "reports" / "results"
 
-Expected = dict[tuple[str, str, str], tuple[Any, ...]]
+Expected = dict[tuple[str, str, str, str], tuple[Any, ...]]
 
 
 def expected_numbers(path: Path) -> Expected:
-    """(file, condition, metric) -> (value, ci_low, ci_high, reliable, n) from a Result's JSON."""
+    """(file, task, condition, metric) -> (value, ci_low, ci_high, reliable, n) from a Result's
+    JSON."""
     result = json.loads(path.read_text())
     metrics, found = result["metrics"], {}
 
-    def put(condition: str, metric: str, value: Any, ci: Any = None, reliable: bool = True,
-            n: int | None = None) -> None:
+    def put(task: str, condition: str, metric: str, value: Any, ci: Any = None,
+            reliable: bool = True, n: int | None = None) -> None:
         low, high = (None, None) if ci is None else ci
-        found[(str(path), condition, metric)] = (value, low, high, reliable, n)
+        found[(str(path), task, condition, metric)] = (value, low, high, reliable, n)
 
-    for cond, m in metrics.get("verification", {}).items():
-        if m.get("status", "ok") != "ok":
-            put(cond, "acc", None, n=m["n_pairs"])
-            continue
-        n = m["n_pairs"]
-        put(cond, "acc", m["accuracy"]["mean"], m["accuracy"]["ci95"], n=n)
-        put(cond, "auc", m["auc"]["value"], m["auc"]["ci95"], n=n)
-        put(cond, "eer", m["eer"]["value"], m["eer"]["ci95"], n=n)
-        for t in m["tar_at_far"]:
-            put(cond, f"tar@{t['target']:g}", t["tar"], t["ci95"], t["reliable"], n)
+    for task in ("verification", "verification_dense"):
+        for cond, m in metrics.get(task, {}).items():
+            if m.get("status", "ok") != "ok":
+                put(task, cond, "acc", None, n=m["n_pairs"])
+                continue
+            n = m["n_pairs"]
+            if m["accuracy"] is not None:  # dense pairs have no folds, so no accuracy
+                put(task, cond, "acc", m["accuracy"]["mean"], m["accuracy"]["ci95"], n=n)
+            put(task, cond, "auc", m["auc"]["value"], m["auc"]["ci95"], n=n)
+            put(task, cond, "eer", m["eer"]["value"], m["eer"]["ci95"], n=n)
+            for t in m["tar_at_far"]:
+                put(task, cond, f"tar@{t['target']:g}", t["tar"], t["ci95"], t["reliable"], n)
+    for point in metrics.get("operational", {}).get("operating_points", []):
+        entries = list(point["conditions"].items()) + [
+            (f"{cond}/{fam}", e) for cond, fams in point["by_family"].items()
+            for fam, e in fams.items()]
+        for cond, e in entries:
+            for kind in ("fnmr", "fmr", "mask_penalty"):
+                if kind in e:
+                    put("operational", cond, f"{kind}@{point['target']:g}", e[kind]["value"],
+                        e[kind]["ci95"], point["reliable"],
+                        e["n_impostor" if kind == "fmr" else "n_genuine"])
     ident = metrics.get("identification", {})
     if ident.get("status", "ok") == "ok" and ident:
         n = ident["n_probes_mated"]
         for k, v in ident["rank"].items():
-            put("identification", f"rank{k}", v, ident["ci95"]["rank1"] if k == "1" else None,
-                n=n)
-        put("identification", "map", ident["map"], n=n)
+            put("identification", "identification", f"rank{k}", v,
+                ident["ci95"]["rank1"] if k == "1" else None, n=n)
+        put("identification", "identification", "map", ident["map"], n=n)
         cis = ident["ci95"].get("dir_at_fpir") or [None] * len(ident["dir_at_fpir"])
         for d, ci in zip(ident["dir_at_fpir"], cis, strict=True):
-            put("identification", f"dir@{d['fpir_target']:g}", d["dir"], ci, d["reliable"], n)
+            put("identification", "identification", f"dir@{d['fpir_target']:g}", d["dir"], ci,
+                d["reliable"], n)
     rest = metrics.get("restoration", {})
     if rest.get("status", "ok") == "ok":
         for key, entry in rest.items():
             if isinstance(entry, dict) and ("mean" in entry or "value" in entry):
-                put("restoration", key, entry.get("mean", entry.get("value")),
+                put("restoration", "restoration", key, entry.get("mean", entry.get("value")),
                     n=entry.get("n_averaged", entry.get("n_images")))
     if "quality" in metrics:
-        put("quality", "brightness", metrics["quality"]["brightness"])
+        put("quality", "quality", "brightness", metrics["quality"]["brightness"])
     return found
 
 
@@ -76,9 +90,9 @@ def frame_numbers(frame: pd.DataFrame) -> Expected:
     def plain(x: Any) -> Any:
         return None if pd.isna(x) else x
 
-    return {(r.file, r.condition, r.metric): (plain(r.value), plain(r.ci_low), plain(r.ci_high),
-                                              bool(r.reliable), plain(r.n))
-            for r in frame.itertuples()}
+    return {(r.file, r.task, r.condition, r.metric): (
+        plain(r.value), plain(r.ci_low), plain(r.ci_high), bool(r.reliable), plain(r.n))
+        for r in frame.itertuples()}
 
 
 def assert_same(frame: pd.DataFrame, files: list[Path]) -> None:
@@ -95,17 +109,22 @@ def assert_same(frame: pd.DataFrame, files: list[Path]) -> None:
 def test_the_frame_holds_every_number_of_the_committed_results_as_stored():
     frame = load_results(COMMITTED)
     files = sorted(COMMITTED.glob("*.json"))
-    assert len(files) == 16 and frame["file"].nunique() == 16
+    assert len(files) == 24 and frame["file"].nunique() == 24  # 16 of v1, 8 of SynthMask v2
     assert list(frame.columns) == list(COLUMNS)
     assert_same(frame, files)
 
-    # every verification accuracy, AUC, TAR@FAR and identification rank-1 is there: 16 Results
-    # x 3 conditions x (acc, AUC, EER, 4 TAR@FAR); rank-1 with its interval once per Result
-    per_metric = frame.groupby("metric").size()
-    assert per_metric["acc"] == per_metric["auc"] == per_metric["tar@0.001"] == 48
-    assert per_metric["rank1"] == 16 and frame.query("metric == 'rank1'")["ci_low"].notna().all()
-    one = frame.query("model == 'meer-s' and protocol == 'synthmask' and condition == 'UMR-MP'"
-                      " and metric == 'acc'").iloc[0]
+    # every verification accuracy, AUC, TAR@FAR and identification rank-1 is there: 24 Results
+    # x 3 conditions x (acc, AUC, EER, 4 TAR@FAR); rank-1 with its interval once per Result;
+    # the 8 v2 Results add dense TAR@FAR and operational FNMR per condition
+    per_metric = frame.query("task == 'verification'").groupby("metric").size()
+    assert per_metric["acc"] == per_metric["auc"] == per_metric["tar@0.001"] == 72
+    assert len(frame.query("metric == 'rank1'")) == 24
+    assert frame.query("metric == 'rank1'")["ci_low"].notna().all()
+    v2 = frame.query("version == 2").groupby(["task", "metric"]).size()
+    assert v2[("verification_dense", "tar@1e-05")] == v2[("verification", "acc")] == 24
+    assert v2[("operational", "fnmr@0.0001")] >= 24  # conditions, then occluder families
+    one = frame.query("model == 'meer-s' and protocol == 'synthmask' and version == 1"
+                      " and condition == 'UMR-MP' and metric == 'acc'").iloc[0]
     raw = json.loads((COMMITTED / "meer-s__synthmask.json").read_text())
     acc = raw["metrics"]["verification"]["UMR-MP"]["accuracy"]
     assert (one.value, one.ci_low, one.ci_high) == (acc["mean"], *acc["ci95"])

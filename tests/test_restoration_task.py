@@ -142,9 +142,9 @@ def test_what_the_restorer_was_given_is_recorded_validated_and_shown(tiny_protoc
 
 
 def test_shipped_restoration_results_say_what_each_restorer_was_given():
-    """Added by hand to the 3 shipped Results, from the code that wrote them: the task passed the
-    true maps whenever every image had one (SynthMask's do: their mask-region metrics exist) and
-    MeerModel.restore ignores them."""
+    """Added by hand to the 3 shipped v1 Results, from the code that wrote them: the task passed
+    the true maps whenever every image had one (SynthMask's do: their mask-region metrics exist)
+    and MeerModel.restore ignores them; the v2 Results were written with the field."""
     from pathlib import Path
 
     from meerbench.report.grid import load_runs
@@ -154,4 +154,6 @@ def test_shipped_restoration_results_say_what_each_restorer_was_given():
              and "psnr" in r.result["metrics"]["restoration"]}
     assert given == {"inpaint-telea+fisherfaces__synthmask": "given: true-map",
                      "meer-s__synthmask": "given: masked-image",
-                     "meer-s__synthmask-unseen": "given: masked-image"}
+                     "meer-s__synthmask-unseen": "given: masked-image",
+                     "inpaint-telea+fisherfaces__synthmask.v2": "given: true-map",
+                     "meer-s__synthmask.v2": "given: masked-image"}
