@@ -130,12 +130,10 @@ def _stored_dense_pairs(task: DenseVerificationTask, dataset: Dataset) -> PairLi
 
     def fill(folder: Path) -> dict[str, str]:
         pairs = _dense_pairs(task, dataset)
-        codes = np.zeros(len(pairs.condition), np.uint8)
-        for i, name in enumerate(task.conditions):
-            codes[pairs.condition == name] = i
         with atomic_open(folder / PAIRS_FILE, "wb") as fh:
             np.savez(fh, ref=pairs.ref.astype(np.int32), probe=pairs.probe.astype(np.int32),
-                     label=pairs.label.astype(np.uint8), condition=codes)
+                     label=pairs.label.astype(np.uint8),
+                     condition=condition_codes(pairs.condition, task.conditions))
         return {"sha256": pairs.sha256}
 
     folder = artefact.ensure(fill)  # every file checked against its record
@@ -145,6 +143,14 @@ def _stored_dense_pairs(task: DenseVerificationTask, dataset: Dataset) -> PairLi
                     label=label.astype(np.int64), fold=np.zeros(len(ref), np.int64),
                     condition=np.asarray(task.conditions, dtype=object)[codes],
                     sha256=artefact.info["sha256"])
+
+
+def condition_codes(names: np.ndarray, conditions: tuple[str, ...]) -> np.ndarray:
+    """Index in ``conditions`` of each pair's condition name, as uint8 (what files store)."""
+    codes = np.zeros(len(names), np.uint8)
+    for i, cond in enumerate(conditions):
+        codes[names == cond] = i
+    return codes
 
 
 def _sampling_inputs(dataset: Dataset) -> str:

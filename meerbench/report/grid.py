@@ -95,11 +95,6 @@ class Run:
         path = self.file("scores")
         return None if path is None else _load_scores(path)
 
-    def dense_scores(self) -> DenseScores | None:
-        """The dense verification scores (``files.dense_scores``), read once per process."""
-        path = self.file("dense_scores")
-        return None if path is None else load_dense_scores(path)
-
     def samples(self) -> dict[str, np.ndarray] | None:
         """The restoration samples (:data:`SAMPLE_ARRAYS`), read once per process."""
         path = self.file("restoration_samples")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from meerbench.protocol.sampling import (
     DenseVerificationTask,
     PairList,
     build_dense_pairs,
+    condition_codes,
 )
 from meerbench.schema import Fields
 from meerbench.tasks import Context, ListFile, Outcome, Plan
@@ -112,7 +114,7 @@ def write_dense_scores(path: Path, dataset: Dataset, conditions: tuple[str, ...]
         "conditions": np.array(conditions),
         "ref": pairs.ref.astype(np.int32), "probe": pairs.probe.astype(np.int32),
         "label": pairs.label.astype(np.uint8),
-        "condition": _condition_codes(pairs.condition, conditions),
+        "condition": condition_codes(pairs.condition, conditions),
         "score": scores.astype(np.float32) if exact32 else scores,
     }
     with atomic_open(path, "wb") as fh:
@@ -140,7 +142,7 @@ class DenseScores:
             return np.zeros(self.score.size, bool)
         return self.condition == self.conditions.index(name)
 
-    @property
+    @cached_property
     def probe_identity(self) -> np.ndarray:
         """Each pair's probe identity as a code (the cluster of identity bootstraps)."""
         return np.unique(self.identities, return_inverse=True)[1].reshape(-1)[self.probe]
@@ -178,14 +180,6 @@ def read_dense_scores(path: Path) -> DenseScores:
     return DenseScores(tuple(str(c) for c in a["conditions"]), a["identities"], a["ref"],
                        a["probe"], a["label"].astype(bool), a["condition"],
                        a["score"].astype(np.float64))
-
-
-def _condition_codes(names: np.ndarray, conditions: tuple[str, ...]) -> np.ndarray:
-    """Index in ``conditions`` of each pair's condition name."""
-    codes = np.zeros(len(names), np.uint8)
-    for i, cond in enumerate(conditions):
-        codes[names == cond] = i
-    return codes
 
 
 VERIFICATION_DENSE = DenseVerification()
