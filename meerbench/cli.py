@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DataLoader worker processes (0 .. 256; 0 reads images in the main "
                           "process)")
     run.add_argument("--precision", default="auto", choices=PRECISIONS,
-                     help="embedding precision; auto: bf16 for torch networks (fp16 on GPUs "
-                          "without bf16), fp32 for other models (classical, ONNX, dlib)")
+                     help="embedding precision; auto: fp32 on CPU (bf16 rounds differently on "
+                          "different CPUs), bf16 for torch networks on GPUs (fp16 without "
+                          "bf16), fp32 for other models (classical, ONNX, dlib)")
     run.add_argument("--chunk-size", type=POSITIVE, default=2048,
                      help="images per cache chunk (the unit of resume and of torchrun sharding)")
     run.add_argument("--json", action="store_true",
