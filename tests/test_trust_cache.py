@@ -77,6 +77,11 @@ def test_one_file_by_two_paths_or_two_copies_is_refused_naming_both(tmp_path: Pa
     with pytest.raises(Exception, match=r"person0/0\.png.*person9/x\.png|person9/x\.png.*person0"):
         open_dataset(spec, tmp_path / "faces").content_hash()
     (tmp_path / "faces" / "person9" / "x.png").unlink()
+    os.link(tmp_path / "faces" / "person0" / "0.png", tmp_path / "faces" / "person9" / "x.png")
+    with pytest.raises(Exception, match=r"are the same file") as caught:  # a hard link
+        open_dataset(spec, tmp_path / "faces").content_hash()
+    assert "person0/0.png" in str(caught.value) and "person9/x.png" in str(caught.value)
+    (tmp_path / "faces" / "person9" / "x.png").unlink()
     (tmp_path / "faces" / "person9" / "x.png").write_bytes(
         (tmp_path / "faces" / "person1" / "2.png").read_bytes())
     with pytest.raises(Exception, match="same content") as caught:
