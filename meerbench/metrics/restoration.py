@@ -293,9 +293,8 @@ def _ssim_rows(a: np.ndarray, b: np.ndarray, m: np.ndarray | None) -> np.ndarray
     float64, as BasicSR: float32 filtering loses up to ~2e-5 where E[x^2] - E[x]^2 cancels in
     flat regions (measured on SynthFace restorations and flat test images), more than 1e-6.
     Two images at a time (measured fastest against 1 to 4) through buffers made once (fresh
-    arrays per pair cost page faults: up to a third of the time); the map is computed on whole
-    planes, whose rows are contiguous (strided crops cost ~3x per operation), and cropped only
-    when averaged.
+    arrays per pair measured ~6% slower); the map is computed on whole planes, whose rows are
+    contiguous (strided crops cost ~3x per operation), and cropped only when averaged.
     """
     import cv2
 
