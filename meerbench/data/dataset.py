@@ -124,8 +124,7 @@ class Dataset:
                 try:
                     stat = os.stat(s.path)
                 except OSError as exc:
-                    raise DatasetError(f"Cannot read {s.path} (sample {s.key!r}): "
-                                       f"{exc.strerror}.") from None
+                    raise _unreadable(s.path, s.key, exc) from None
                 if (other := by_file.setdefault((stat.st_dev, stat.st_ino), s)) is not s:
                     raise DatasetError(f"{self.name}: samples {other.key!r} ({other.path}) and "
                                        f"{s.key!r} ({s.path}) are the same file "
@@ -147,7 +146,11 @@ def _hash_file(path: Path, key: str) -> str:
     try:
         return sha256_file(path)
     except OSError as exc:
-        raise DatasetError(f"Cannot read {path} (sample {key!r}): {exc.strerror}.") from None
+        raise _unreadable(path, key, exc) from None
+
+
+def _unreadable(path: Path, key: str, exc: OSError) -> DatasetError:
+    return DatasetError(f"Cannot read {path} (sample {key!r}): {exc.strerror}.")
 
 
 def labelled_unmasked(dataset: Dataset, purpose: str) -> tuple[list[Sample], list[int]]:
