@@ -1,5 +1,5 @@
 """Restorations and their metrics are store artefacts: a rerun reads them, a change of restorer,
-data or metric settings computes them again."""
+data, metric settings or scoring code computes them again."""
 
 from __future__ import annotations
 
@@ -74,6 +74,24 @@ def test_another_restorer_or_recognizer_is_another_key(tiny_protocol: Path,
     assert again.restored == 0  # the restorations were cached: only the metrics are new
     assert by_eigen["identity_similarity"]["recognizer"] == "eigenfaces"
     assert by_eigen["psnr"] == grey["psnr"]
+
+
+def test_changed_scoring_code_scores_again(tiny_protocol: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics artefact is keyed on the scoring code (``tasks.code_digest``): a fixed bug in
+    PSNR or SSIM is not hidden behind a report cached by the old code. The restorations, keyed
+    on the restorer, are read back."""
+    import meerbench.tasks.restoration as task
+
+    first = CountingFill("fill-code")
+    _restoration(first, tiny_protocol, None)
+    scored = home() / "restoration-metrics"
+    before = set(scored.glob("fill-code-*"))
+    monkeypatch.setattr(task, "code_digest", lambda module=None: "0" * 64)
+    again = CountingFill("fill-code")
+    _restoration(again, tiny_protocol, None)
+    assert again.restored == 0 and len(before) == 1
+    assert len(set(scored.glob("fill-code-*")) - before) == 1
 
 
 def test_metric_settings_change_when_weights_are_placed(tmp_path: Path,

@@ -15,12 +15,10 @@ changed key.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import inspect
 import json
 import shutil
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +26,9 @@ import numpy as np
 
 from meerbench.io import atomic_open
 from meerbench.store import Artefact
-from meerbench.tasks import Context, Outcome, Plan, Task
+from meerbench.tasks import Context, Outcome, Plan, Task, code_digest
 
 OUTCOME = "outcome.json"
-SCORING_CODE = ("tasks", "metrics")  #: sub-packages of meerbench whose source is in every key
-
-
-@functools.cache
-def code_digest(module_file: str | None = None) -> str:
-    """sha256 of the scoring code's sources (and of ``module_file``, a plugin task's module)."""
-    root = Path(__file__).resolve().parents[1]  # the meerbench package
-    files = sorted(p for sub in SCORING_CODE for p in (root / sub).rglob("*.py"))
-    if module_file is not None and Path(module_file).resolve().parent.parent != root:
-        files.append(Path(module_file))
-    digest = hashlib.sha256(version("meerbench").encode())
-    for path in files:
-        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def embeddings_digest(embeddings: np.ndarray) -> str:

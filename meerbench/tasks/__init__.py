@@ -14,8 +14,11 @@ one module: subclass :class:`Task`, then ``register_task(MyTask())`` (see
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +35,22 @@ if TYPE_CHECKING:
 
     from meerbench.data.dataset import Dataset
     from meerbench.models.base import FaceModel
+
+SCORING_CODE = ("tasks", "metrics")  #: sub-packages of meerbench whose source keys cached scores
+
+
+@functools.cache
+def code_digest(module_file: str | None = None) -> str:
+    """sha256 of the scoring code's sources (and of ``module_file``, a plugin task's module): in
+    the key of every cached score, so changed scoring code scores again."""
+    root = Path(__file__).resolve().parents[1]  # the meerbench package
+    files = sorted(p for sub in SCORING_CODE for p in (root / sub).rglob("*.py"))
+    if module_file is not None and Path(module_file).resolve().parent.parent != root:
+        files.append(Path(module_file))
+    digest = hashlib.sha256(version("meerbench").encode())
+    for path in files:
+        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 @dataclass(frozen=True)
 class Metric:

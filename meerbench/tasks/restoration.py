@@ -23,7 +23,7 @@ from meerbench.io import atomic_open
 from meerbench.results import RESTORATION_RANGES, RESTORER_GIVEN
 from meerbench.schema import Fields
 from meerbench.store import Artefact
-from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task
+from meerbench.tasks import Cell, Context, Metric, Outcome, Plan, Section, Task, code_digest
 
 #: label, unit, higher is better, scale, digits, tolerance; in report order (the Result's).
 _SHOWN: dict[str, tuple[str, str, bool, float, int, float]] = {
@@ -90,7 +90,8 @@ class Restoration(Task):
             "recognizer": {"name": recognizer.name, "weights_sha256": recognizer.weights_hash(),
                            "contract": recognizer.cfg.digest(), "batch_size": ctx.batch_size,
                            "device_type": ctx.device_type},
-            "metrics": metric_settings(), "samples": SAMPLES}, label=net.name)
+            "metrics": metric_settings(), "samples": SAMPLES, "code_sha256": code_digest()},
+            label=net.name)
         scored.ensure(lambda folder: _score(folder, chosen, net, recognizer, config.recognizer,
                                             restorations, ctx))
         report = json.loads(scored.read_bytes(REPORT))
