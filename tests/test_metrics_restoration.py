@@ -152,6 +152,19 @@ def test_ssim_matches_basicsr_oracle() -> None:
     assert 0 < result.mean < 1
 
 
+def test_ssim_takes_float_inputs_mixed_with_uint8_and_refuses_images_below_its_window() -> None:
+    restored, target = _noisy_pairs(3, 11, 13, noise=60)
+    exact = ssim(restored, target).per_image
+    for a, b in ((restored.astype(np.float32), target), (restored, target.astype(np.float64)),
+                 (restored.astype(np.float16), target.astype(np.float32))):
+        np.testing.assert_allclose(ssim(a, b).per_image, exact, rtol=1e-12)
+    mask = np.zeros(target.shape[:3], bool)
+    mask[:, 6:, 2:] = True
+    assert ssim(restored, target, mask).per_image.shape == (3,)
+    with pytest.raises(ValueError, match="at least 11x11 pixels .* got 10x13"):
+        ssim(restored[:, :10], target[:, :10])
+
+
 def test_ssim_matches_skimage_gaussian_setting() -> None:
     """skimage pads (reflect) but averages the map cropped by (win-1)/2 = 5 px: the valid map."""
     metrics = pytest.importorskip("skimage.metrics")

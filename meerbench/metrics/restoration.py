@@ -4,11 +4,11 @@ Images are (N, H, W, 3) RGB arrays, uint8 or float in [0, 255]; masks are (N, H,
 inside the mask region. PSNR and SSIM follow BasicSR (``calculate_psnr`` / ``_ssim``), per
 image, then averaged: PSNR's squared error is summed exactly in integers for uint8 images
 (float64 for float images), so it equals BasicSR's float64 value bit for bit; SSIM filters in
-float64 through OpenCV's separable filter, two images at a time (within 1e-13 of BasicSR;
-float32 is not within 1e-6, see ``_ssim_rows``). FID uses pytorch-fid's Inception and LPIPS
-the ``lpips`` package, only from weight files already on disk: absent weights give
-``{"value": None, "available": False}`` with the file to place and where, never a number from
-random weights.
+float64 in a numba-compiled kernel (``ssim_kernel``) that fuses filtering, map and means
+(within 1e-13 of BasicSR; float32 is not within 1e-6, see ``_ssim_results``). FID uses
+pytorch-fid's Inception and LPIPS the ``lpips`` package, only from weight files already on disk:
+absent weights give ``{"value": None, "available": False}`` with the file to place and where,
+never a number from random weights.
 """
 
 from __future__ import annotations
@@ -271,76 +271,36 @@ def ssim(restored: Any, target: Any, mask: Any = None) -> PerImageResult:
 
 def _ssim_results(a: np.ndarray, b: np.ndarray,
                   m: np.ndarray | None) -> tuple[PerImageResult, PerImageResult | None]:
-    """Whole-image SSIM and, given a mask, mask-region SSIM from one filtering pass, on two
-    threads (OpenCV and numpy release the GIL), each over one half of the images."""
-    crop = None if m is None else m[:, 5:-5, 5:-5]
-    threads = min(_THREADS, len(a))
-    halves = [slice(len(a) * t // threads, len(a) * (t + 1) // threads) for t in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        v = np.concatenate(list(pool.map(
-            lambda s: _ssim_rows(a[s], b[s], None if crop is None else crop[s]), halves)), axis=1)
-    whole = PerImageResult(_mean(v[0]), v[0], 0, False, SSIM_CONVENTIONS)
-    if crop is None:
-        return whole, None
-    n_empty = int((crop.sum(axis=(1, 2)) == 0).sum())
-    return whole, PerImageResult(_mean(v[1]), v[1], n_empty, True, SSIM_CONVENTIONS)
-
-
-_CHANNEL_SUM = np.ones(3)
-
-
-def _ssim_rows(a: np.ndarray, b: np.ndarray, m: np.ndarray | None) -> np.ndarray:
-    """Rows: per-image SSIM, then (with ``m``, cropped) per-image mean of the map over ``m``.
+    """Whole-image SSIM and, given a mask, mask-region SSIM from one pass of the compiled
+    kernel, on two threads (it releases the GIL), each over one half of the images.
 
     float64, as BasicSR: float32 filtering loses up to ~2e-5 where E[x^2] - E[x]^2 cancels in
     flat regions (measured on SynthFace restorations and flat test images), more than 1e-6.
-    Two images at a time (measured fastest against 1 to 4) through buffers made once (fresh
-    arrays per pair measured ~6% slower); the map is computed on whole planes, whose rows are
-    contiguous (strided crops cost ~3x per operation), and cropped only when averaged.
     """
-    import cv2
+    from meerbench.metrics.ssim_kernel import ssim_means
 
     n, h, w, c = a.shape
-    k = min(2, n)
-    planes, filtered = np.empty((k, 4, h, w, c)), np.empty((k, 4, h, w, c))
-    mu_xy = np.empty((k, h, w, c))
-    rows = np.empty((1 if m is None else 2, n))
-    for i in range(0, n, k):
-        q = min(k, n - i)
-        x, y, sq, xy = planes[:q].transpose(1, 0, 2, 3, 4)
-        np.copyto(x, a[i:i + q])
-        np.copyto(y, b[i:i + q])
-        np.multiply(x, x, out=sq)
-        np.multiply(y, y, out=xy)
-        sq += xy
-        np.multiply(x, y, out=xy)
-        # Gaussian means of x, y, x^2+y^2 and xy; planes and images stacked by rows: a row the
-        # window takes from a neighbour lies in the 5 px border that "valid" filtering drops.
-        cv2.sepFilter2D(planes[:q].reshape(4 * q * h, w, c), -1, _GAUSS, _GAUSS,
-                        dst=filtered[:q].reshape(4 * q * h, w, c), borderType=cv2.BORDER_REFLECT)
-        mx, my, sq, xy = filtered[:q].transpose(1, 0, 2, 3, 4)
-        # SSIM / 4 = (mx my + C1/2)(cov + C2/2) / ((mx^2 + my^2 + C1)(var_x + var_y + C2))
-        p = np.multiply(mx, my, out=mu_xy[:q])
-        s2 = np.multiply(mx, mx, out=mx)
-        s2 += np.multiply(my, my, out=my)
-        xy -= p  # covariance
-        xy += _C2 / 2
-        p += _C1 / 2
-        xy *= p
-        sq -= s2  # sum of variances
-        sq += _C2
-        s2 += _C1
-        sq *= s2
-        quarter_map = np.divide(xy, sq, out=xy)
-        channel_sum = (quarter_map.reshape(-1, c) @ _CHANNEL_SUM).reshape(q, h, w)[:, 5:-5, 5:-5]
-        rows[0, i:i + q] = channel_sum.sum(axis=(1, 2)) * (4 / (c * (h - 10) * (w - 10)))
-        if m is not None:
-            region = m[i:i + q]
-            with np.errstate(invalid="ignore"):
-                rows[1, i:i + q] = (np.einsum("nhw,nhw->n", channel_sum,
-                                              region.astype(np.float64)) * (4 / c)
-                                    / region.sum(axis=(1, 2)))
-    return np.clip(rows, -1.0, 1.0)  # identical images: 1 + round-off
+    if h < 11 or w < 11:
+        raise MetricInputError(f"SSIM needs images of at least 11x11 pixels (its window), got "
+                               f"{h}x{w}")
+    if not (a.dtype == b.dtype == np.uint8):  # one compiled variant for every float input
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    rows_a = np.ascontiguousarray(a).reshape(n, h, w * c)
+    rows_b = np.ascontiguousarray(b).reshape(n, h, w * c)
+    crop = np.zeros((0, h - 10, w - 10), bool) if m is None else np.ascontiguousarray(
+        m[:, 5:-5, 5:-5])
+    v = np.full((2, n), np.nan)
+    threads = min(_THREADS, n)
+    halves = [slice(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda s: ssim_means(rows_a[s], rows_b[s], crop if m is None else crop[s],
+                                           _GAUSS, _C1, _C2, v[:, s]), halves))
+    np.clip(v, -1.0, 1.0, out=v)  # identical images: 1 + round-off
+    whole = PerImageResult(_mean(v[0]), v[0], 0, False, SSIM_CONVENTIONS)
+    if m is None:
+        return whole, None
+    n_empty = int((crop.sum(axis=(1, 2)) == 0).sum())
+    return whole, PerImageResult(_mean(v[1]), v[1], n_empty, True, SSIM_CONVENTIONS)
 
 
 # --------------------------------------------------------------------------- FID
