@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from meerbench.errors import MeerbenchError
-from meerbench.io import HOST, atomic_folder, atomic_open, partial_prefix, sha256_file, write_json
+from meerbench.io import (
+    HOST,
+    atomic_folder,
+    atomic_open,
+    file_digest,
+    partial_prefix,
+    sha256_file,
+    write_json,
+)
 from meerbench.schema import is_plain_name
 from meerbench.settings import home
 
@@ -126,8 +134,11 @@ class Artefact:
         record = self._read_record()
         if record is None:
             return None
+        # names joined as text: a Path per file took 0.28-0.34 s against 0.20-0.21 s for the
+        # 12,000 files of a SynthFace split
+        folder = os.path.join(self.dir, "")
         bad = [name for name, entry in record["files"].items()
-               if not _matches(self.dir / name, entry)]
+               if not _matches(folder + name, entry)]
         if not bad:
             self._record = record
             return self.dir
@@ -274,9 +285,9 @@ class Artefact:
         clean_partials(parent)
 
 
-def _matches(path: Path, entry: Mapping[str, Any]) -> bool:
+def _matches(path: str | Path, entry: Mapping[str, Any]) -> bool:
     try:
-        return path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]
+        return file_digest(path) == (entry["bytes"], entry["sha256"])
     except OSError:
         return False
 
