@@ -252,3 +252,26 @@ def test_generation_progress_bar_follows_the_flag(capsys, progress: bool) -> Non
     dataset = SynthFaceFormat().read(None, options, "synthface-bar", progress=progress)
     assert len(dataset.samples) == 4
     assert ("SynthFace bar" in capsys.readouterr().err) is progress
+
+
+def test_the_content_hash_of_a_split_comes_from_its_checked_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a SynthFace split checks every file against its store record; the content hash
+    then takes the images', twins' and maps' sha256 from that record and reads no file again."""
+    from meerbench.data import dataset as dataset_module
+    from meerbench.data.formats import DatasetSpec, open_dataset
+
+    monkeypatch.setenv("MEERBENCH_HOME", str(tmp_path))
+    spec = DatasetSpec("synthface", "tiny", {
+        "split": "tiny", "seed": 3, "first_identity": 10, "n_identities": 3, "n_unmasked": 2,
+        "n_masked": 2, "include_twins": True})
+    opened = open_dataset(spec, progress=False)
+    expected = opened.content_hash()
+
+    def no_read(path: Path, key: str) -> str:
+        raise AssertionError(f"read {path} again")
+
+    monkeypatch.setattr(dataset_module, "_hash_file", no_read)
+    again = open_dataset(spec, progress=False)
+    assert again.content_hash() == expected
+    assert sum(s.twin is not None for s in again.samples) == 6  # twins and maps were hashed

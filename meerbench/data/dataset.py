@@ -63,8 +63,9 @@ class Dataset:
     pairs: list[Pair] | None = None
     info: dict[str, object] = field(default_factory=dict)
     unique_content: bool = True  # False where one image may stand in several places by design
-    #: content hashes a checked artefact record already holds (twins and maps too), by path
-    known_sha256: dict[Path, str] = field(default_factory=dict, repr=False)
+    #: content hashes a checked artefact record already holds (twins and maps too), by path as
+    #: text (``os.fspath``: Path keys took 0.16 s to build for the two SynthFace splits, text 6 ms)
+    known_sha256: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.samples.sort(key=lambda s: s.key)
@@ -139,7 +140,7 @@ class Dataset:
 
     def _hash(self, path: Path, key: str) -> str:
         """``path``'s sha256: from a checked record when known, else read and hashed."""
-        return self.known_sha256.get(path) or _hash_file(path, key)
+        return self.known_sha256.get(os.fspath(path)) or _hash_file(path, key)
 
 
 def _hash_file(path: Path, key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,5 +53,6 @@ class SynthFaceFormat:
                 for s in dataset.samples if s.twin is not None
                 for key in [s.twin.relative_to(out).as_posix()]
             ]
-        known = {out / name: entry["sha256"] for name, entry in split.files().items()}
+        folder = os.path.join(out, "")  # keys as the manifest's paths print: out / name
+        known = {folder + name: entry["sha256"] for name, entry in split.files().items()}
         return Dataset(name, out, samples, info=dataset.info, known_sha256=known)
