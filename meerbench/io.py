@@ -6,11 +6,13 @@ An interrupted run leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,12 +73,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """(size in bytes, hex sha256) of a file from one read through it, without Python's file
-    object (checking the 12,000 small files of a SynthFace split: 0.21 s against 0.42 s with
-    ``open`` after a ``stat``)."""
-    digest, size = hashlib.sha256(), 0
-    fd = os.open(path, os.O_RDONLY)
+    """(size in bytes, hex sha256) of a regular file from one read through it, without Python's
+    file object (checking the 12,000 small files of a SynthFace split: 0.21 s against 0.42 s with
+    ``open`` after a ``stat``). Anything else (a FIFO, a device, a folder) is an OSError at once,
+    not a read that blocks."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        digest, size = hashlib.sha256(), 0
         while block := os.read(fd, 1 << 20):
             digest.update(block)
             size += len(block)

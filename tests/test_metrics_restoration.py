@@ -39,7 +39,7 @@ from meerbench.metrics.restoration import (
 )
 from meerbench.store import ArtefactRepaired
 
-#: SSIM filters through OpenCV (another summation order than the oracles' scipy/numpy).
+#: SSIM filters in its numba kernel (another summation order than the oracles' scipy/numpy).
 SSIM_RTOL = 1e-12
 
 pytestmark = pytest.mark.filterwarnings(  # lpips passes torchvision's deprecated `pretrained`
@@ -152,17 +152,47 @@ def test_ssim_matches_basicsr_oracle() -> None:
     assert 0 < result.mean < 1
 
 
-def test_ssim_takes_float_inputs_mixed_with_uint8_and_refuses_images_below_its_window() -> None:
-    restored, target = _noisy_pairs(3, 11, 13, noise=60)
-    exact = ssim(restored, target).per_image
-    for a, b in ((restored.astype(np.float32), target), (restored, target.astype(np.float64)),
-                 (restored.astype(np.float16), target.astype(np.float32))):
-        np.testing.assert_allclose(ssim(a, b).per_image, exact, rtol=1e-12)
+def test_ssim_takes_any_layout_and_float_inputs_and_refuses_images_below_its_window() -> None:
+    """One compiled kernel for every input: floats (mixed with uint8), strided, reversed,
+    Fortran-order and read-only arrays give the float64 reference's numbers (whole and mask);
+    an image narrower or shorter than the 11x11 window is refused, naming its size."""
+    restored, target = _noisy_pairs(70, 11, 13, noise=60)  # 70: more than one chunk per thread
     mask = np.zeros(target.shape[:3], bool)
-    mask[:, 6:, 2:] = True
-    assert ssim(restored, target, mask).per_image.shape == (3,)
+    mask[:, 5:, 2:] = True  # the valid map is row 5 only: the mask covers three of its pixels
+    mask[3] = False  # no pixel: NaN for that image, counted
+    exact, region = ssim(restored, target).per_image, ssim(restored, target, mask)
+    np.testing.assert_allclose(exact, ssim64(restored, target), rtol=SSIM_RTOL)
+    np.testing.assert_allclose(region.per_image, ssim64(restored, target, mask), rtol=SSIM_RTOL)
+    assert np.isnan(region.per_image[3]) and region.n_empty_mask == 1
+    frozen = target.copy()
+    frozen.flags.writeable = False
+    for a, b in ((restored.astype(np.float32), target), (restored, target.astype(np.float64)),
+                 (restored.astype(np.float16), target.astype(np.float32)),
+                 (restored[::-1][::-1], np.asfortranarray(target)), (restored, frozen),
+                 (np.repeat(restored, 2, axis=2)[:, :, ::2], target)):
+        np.testing.assert_allclose(ssim(a, b).per_image, exact, rtol=1e-12)
+        np.testing.assert_allclose(ssim(a, b, mask).per_image, region.per_image, rtol=1e-12)
     with pytest.raises(ValueError, match="at least 11x11 pixels .* got 10x13"):
         ssim(restored[:, :10], target[:, :10])
+    with pytest.raises(ValueError, match="at least 11x11 pixels .* got 11x10"):
+        ssim(restored[:, :, :10], target[:, :, :10])
+
+
+def test_ssim_kernel_compiles_where_no_cache_folder_is_writable() -> None:
+    """numba refuses to cache where no folder is writable; SSIM then compiles in the process and
+    warns how to give it one."""
+    code = ("import warnings, numpy as np, numba.core.caching as caching\n"
+            "caching.CacheImpl._locator_classes = []\n"
+            "from meerbench.metrics.restoration import ssim\n"
+            "black = np.zeros((2, 11, 11, 3), np.uint8)\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    value = ssim(black, black)\n"
+            "print(value.mean, [str(w.message) for w in seen])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("1.0 ") and "NUMBA_CACHE_DIR" in done.stdout
 
 
 def test_ssim_matches_skimage_gaussian_setting() -> None:

@@ -42,8 +42,10 @@ def test_build_records_every_file_and_open_checks_them(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "demo").iterdir()] == [folder.name]  # nothing partial
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "fifo", "folder"])
 def test_a_damaged_file_is_named_and_the_artefact_rebuilt(tmp_path: Path, damage: str) -> None:
+    """Also a FIFO or a folder in a file's place: refused at once (a FIFO is never opened to
+    block on a read)."""
     art = Artefact("demo", {"x": 1}, root=tmp_path)
     folder = art.build(fill_two)
     target = folder / "sub" / "b.bin"
@@ -55,6 +57,10 @@ def test_a_damaged_file_is_named_and_the_artefact_rebuilt(tmp_path: Path, damage
         target.write_bytes(target.read_bytes()[:10])
     else:
         target.unlink()
+        if damage == "fifo":
+            os.mkfifo(target)
+        elif damage == "folder":
+            target.mkdir()
     calls = []
     with pytest.warns(ArtefactRepaired, match=r"sub/b\.bin"):
         Artefact("demo", {"x": 1}, root=tmp_path).ensure(lambda f: calls.append(f) or fill_two(f))

@@ -275,3 +275,16 @@ def test_the_content_hash_of_a_split_comes_from_its_checked_record(
     again = open_dataset(spec, progress=False)
     assert again.content_hash() == expected
     assert sum(s.twin is not None for s in again.samples) == 6  # twins and maps were hashed
+
+
+def test_known_hashes_given_by_path_are_found_by_path_text(tmp_path: Path) -> None:
+    """A reader may key ``known_sha256`` by Path or by text: both are found, no file read."""
+    from meerbench.data.dataset import Dataset, Sample
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"not read")
+    twin = tmp_path / "a-twin.png"
+    samples = [Sample(key="a.png", path=image, identity="x", twin=twin, sha256="1" * 64)]
+    by_path = Dataset("d", tmp_path, list(samples), known_sha256={twin: "2" * 64})
+    by_text = Dataset("d", tmp_path, list(samples), known_sha256={str(twin): "2" * 64})
+    assert by_path.content_hash() == by_text.content_hash()  # twin.png does not exist: not read

@@ -63,11 +63,12 @@ class Dataset:
     pairs: list[Pair] | None = None
     info: dict[str, object] = field(default_factory=dict)
     unique_content: bool = True  # False where one image may stand in several places by design
-    #: content hashes a checked artefact record already holds (twins and maps too), by path as
-    #: text (``os.fspath``: Path keys took 0.16 s to build for the two SynthFace splits, text 6 ms)
+    #: content hashes a checked artefact record already holds (twins and maps too), by path (Path
+    #: or text; kept as text, ``os.fspath``: Path keys took 0.16 s to build for SynthMask's splits)
     known_sha256: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self.known_sha256 = {os.fspath(path): h for path, h in self.known_sha256.items()}
         self.samples.sort(key=lambda s: s.key)
         self._index = {s.key: i for i, s in enumerate(self.samples)}
         self._files: dict[Path, str] | None = None

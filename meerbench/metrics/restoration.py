@@ -76,6 +76,7 @@ _THREADS = min(2, os.cpu_count() or 1)
 _GAUSS = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
 _GAUSS /= _GAUSS.sum()
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+_SSIM_CHUNK = 64  #: images per call of the SSIM kernel
 
 
 class WeightsUnavailable(ModelError):
@@ -283,18 +284,29 @@ def _ssim_results(a: np.ndarray, b: np.ndarray,
     if h < 11 or w < 11:
         raise MetricInputError(f"SSIM needs images of at least 11x11 pixels (its window), got "
                                f"{h}x{w}")
-    if not (a.dtype == b.dtype == np.uint8):  # one compiled variant for every float input
-        a, b = a.astype(np.float64), b.astype(np.float64)
-    rows_a = np.ascontiguousarray(a).reshape(n, h, w * c)
-    rows_b = np.ascontiguousarray(b).reshape(n, h, w * c)
-    crop = np.zeros((0, h - 10, w - 10), bool) if m is None else np.ascontiguousarray(
-        m[:, 5:-5, 5:-5])
-    v = np.full((2, n), np.nan)
+    # one compiled variant for all inputs: uint8 pairs as they are, any other as float64
+    dtype = np.uint8 if a.dtype == b.dtype == np.uint8 else np.float64
+    crop = np.ascontiguousarray(m[:, 5:-5, 5:-5]) if m is not None else None
+    no_mask = np.zeros((0, h - 10, w - 10), bool)
+    v = np.empty((2, n))
+
+    def rows(x: np.ndarray) -> np.ndarray:
+        """Images as (n, H, W * 3) rows, C-contiguous and writable (a copy only when not)."""
+        return np.require(x, dtype, ("C", "W")).reshape(len(x), h, w * c)
+
+    def half(part: slice) -> None:  # in chunks: float64 copies of float inputs stay small
+        # (64 images of 112 px: 19 MB per array and thread)
+        for start in range(part.start, part.stop, _SSIM_CHUNK):
+            chunk = slice(start, min(start + _SSIM_CHUNK, part.stop))
+            out = np.full((2, chunk.stop - chunk.start), np.nan)  # row 1 stays NaN unmasked
+            ssim_means(rows(a[chunk]), rows(b[chunk]), no_mask if crop is None else crop[chunk],
+                       _GAUSS, _C1, _C2, out)
+            v[:, chunk] = out
+
     threads = min(_THREADS, n)
-    halves = [slice(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda s: ssim_means(rows_a[s], rows_b[s], crop if m is None else crop[s],
-                                           _GAUSS, _C1, _C2, v[:, s]), halves))
+        list(pool.map(half, [slice(n * t // threads, n * (t + 1) // threads)
+                             for t in range(threads)]))
     np.clip(v, -1.0, 1.0, out=v)  # identical images: 1 + round-off
     whole = PerImageResult(_mean(v[0]), v[0], 0, False, SSIM_CONVENTIONS)
     if m is None:

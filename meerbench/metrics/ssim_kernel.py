@@ -1,25 +1,40 @@
 """SSIM's float64 kernel, compiled by numba: filtering, map and means fused per image row.
 
 Kept apart from ``restoration`` so that importing the metrics does not import numba (0.25 s);
-the first call compiles (1-2 s) into numba's on-disk cache, later processes load it.
-Measured on 3,000 112x112 pairs (2-core AMD EPYC, one thread): 0.27 s per 1,000 pairs against
-0.6 s for OpenCV's float64 ``sepFilter2D`` of the same four planes alone (its float64 path is
-not vectorised). Two things the speed depends on, each measured: the channel count is a
+the first call compiles (1-2 s) into numba's on-disk cache, later processes load it. Where no
+cache folder is writable (the package's ``__pycache__``, the user's cache folder or
+``NUMBA_CACHE_DIR``) it compiles in every process, with a warning that says so.
+Measured on 112x112 pairs (2-core AMD EPYC, one thread): 0.27 s per 1,000 pairs, where
+OpenCV's float64 ``sepFilter2D`` of the same four planes alone took 0.40-0.45 s (its float64
+path is not vectorised). Two things the speed depends on, each measured: the channel count is a
 compile-time constant (with a run-time stride the row filter ran 6.6x slower), and each filter
 is one loop per tap over a whole row (accumulating the taps per element ran 3x slower).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
 _CHANNELS = 3  #: RGB, interleaved; a constant to the compiler
-_JIT = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy",
+_JIT = {"nogil": True, "boundscheck": False, "error_model": "numpy",
         "fastmath": {"contract"}}  # contract: a*b+c may round once (FMA), never reassociated
 
 
-@numba.njit(**_JIT)
+def _compiled(fn: Callable[..., None]) -> Callable[..., None]:
+    try:
+        return numba.njit(cache=True, **_JIT)(fn)
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+        warnings.warn(f"SSIM's compiled kernel cannot be cached ({exc}); it is compiled in "
+                      "every process (1-2 s). Set NUMBA_CACHE_DIR to a writable folder.",
+                      RuntimeWarning, stacklevel=2)
+        return numba.njit(cache=False, **_JIT)(fn)
+
+
+@_compiled
 def _row_filter(src: np.ndarray, dst: np.ndarray, g: np.ndarray) -> None:
     """``dst`` = the valid part of ``src`` (one interleaved RGB row) filtered by the symmetric
     11-tap ``g`` along the row."""
@@ -32,14 +47,15 @@ def _row_filter(src: np.ndarray, dst: np.ndarray, g: np.ndarray) -> None:
                   + g[4] * (src[t + 4 * c] + src[t + 6 * c]))
 
 
-@numba.njit(**_JIT)
+@_compiled
 def ssim_means(a: np.ndarray, b: np.ndarray, m: np.ndarray, g: np.ndarray, c1: float,
                c2: float, out: np.ndarray) -> None:
     """Per image, ``out[0]``: the mean of the valid SSIM map of ``a`` against ``b``, and, when
     ``m`` has rows, ``out[1]``: its mean over the pixels of ``m`` (NaN where ``m`` is empty).
 
     ``a``, ``b``: (N, H, W * 3) interleaved RGB rows, both uint8 or both float64; ``m``:
-    (N, H - 10, W - 10) booleans, the mask cropped to the valid map, or (0, ...) for none.
+    (N, H - 10, W - 10) booleans, the mask cropped to the valid map, or (0, ...) for none; all
+    C-contiguous and writable, as ``out`` (2, N): each other layout is another compilation.
     Each map row takes the Gaussian means of x, y, x^2 + y^2 and xy down 11 image rows, then
     along the row, so an image is read from the L1/L2 caches and no plane is stored.
     """

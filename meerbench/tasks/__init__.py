@@ -52,6 +52,7 @@ def code_digest(module_file: str | None = None) -> str:
         digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
+
 @dataclass(frozen=True)
 class Metric:
     """How a metric reads, scales and compares; ``tolerance`` is in raw (unscaled) units;
