@@ -39,7 +39,6 @@ from meerbench.io import (
     atomic_open,
     file_digest,
     partial_prefix,
-    sha256_file,
     write_json,
 )
 from meerbench.schema import is_plain_name
@@ -165,8 +164,7 @@ class Artefact:
         try:
             with atomic_folder(self.dir) as tmp:
                 info = fill(tmp) or {}
-                files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p),
-                                                         "bytes": p.stat().st_size}
+                files = {p.relative_to(tmp).as_posix(): _entry(p)
                          for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != RECORD}
                 write_json(tmp / RECORD, {
                     "meerbench_store": STORE_VERSION, "kind": self.kind, "key": self.key,
@@ -283,6 +281,12 @@ class Artefact:
             raise MeerbenchError(f"Cannot write the cache folder {parent}: not writable. Set "
                                  "MEERBENCH_HOME to a writable folder.")
         clean_partials(parent)
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    """A file's record entry, from the one read that ``_matches`` repeats."""
+    size, digest = file_digest(path)
+    return {"sha256": digest, "bytes": size}
 
 
 def _matches(path: str | Path, entry: Mapping[str, Any]) -> bool:

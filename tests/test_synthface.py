@@ -274,7 +274,8 @@ def test_the_content_hash_of_a_split_comes_from_its_checked_record(
     monkeypatch.setattr(dataset_module, "_hash_file", no_read)
     again = open_dataset(spec, progress=False)
     assert again.content_hash() == expected
-    assert sum(s.twin is not None for s in again.samples) == 6  # twins and maps were hashed
+    # the split has twins and maps: their hashes, too, came from the record
+    assert sum(s.twin is not None for s in again.samples) == 6
 
 
 def test_known_hashes_given_by_path_are_found_by_path_text(tmp_path: Path) -> None:
